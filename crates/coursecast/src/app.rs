@@ -1,0 +1,84 @@
+//! Building and running the server: from settings to a listening app, in a form a
+//! test can start on an ephemeral port and stop with a future.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::{Authenticator, JwtKeys, PasswordHasher, resolve_jwt_secret},
+    config::Settings,
+    http,
+    state::AppState,
+    store::Store,
+};
+
+/// Opens storage, resolves the token secret and assembles the shared state.
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    let secret = resolve_jwt_secret(settings.jwt_secret.as_deref(), &settings.data_dir)?;
+    let store = Store::connect(&settings).await?;
+    let keys = JwtKeys::new(&secret, &settings);
+    let passwords = tokio::task::spawn_blocking(PasswordHasher::new).await??;
+    Ok(AppState {
+        auth: Authenticator::new(keys, store.clone()),
+        settings: Arc::new(settings),
+        store,
+        passwords,
+        started_at: Instant::now(),
+    })
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains and closes storage.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run(build_state(settings).await?, listener, shutdown).await
+}
+
+/// Serves already-built state; tests use this to keep a handle on the same state.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let router = http::outer_layers(http::router(&state).with_state(state));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = ?store.kind(), "coursecast listening");
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving")?;
+    store.close().await;
+    tracing::info!("coursecast stopped");
+    Ok(())
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,52 @@
+//! HTTP authentication as extractors, so handlers never read headers themselves.
+//!
+//! `AuthUser` admits users only, `ServiceCaller` service tokens only, `AnyCaller` both.
+//! A service token where a user is required is `FORBIDDEN` (PROTOCOL.md section 1).
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+
+use super::{Caller, Identity, bearer_token};
+use crate::{error::AppError, state::AppState};
+
+/// A request made by a user (never a service).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser(pub Identity);
+
+/// A request made with a service token; holds the service's name.
+#[derive(Debug, Clone)]
+pub struct ServiceCaller(pub String);
+
+/// A request made by a user or a service.
+#[derive(Debug, Clone)]
+pub struct AnyCaller(pub Caller);
+
+impl FromRequestParts<AppState> for AnyCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts.headers.get(axum::http::header::AUTHORIZATION))?;
+        state.auth.authenticate(token).await.map(AnyCaller)
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match AnyCaller::from_request_parts(parts, state).await?.0 {
+            Caller::User(user) => Ok(AuthUser(user)),
+            Caller::Service(_) => Err(AppError::Forbidden("service tokens are not accepted here")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ServiceCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match AnyCaller::from_request_parts(parts, state).await?.0 {
+            Caller::Service(name) => Ok(ServiceCaller(name)),
+            Caller::User(_) => Err(AppError::Forbidden("only services may call this endpoint")),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Every setting of the server, read from the environment (and `.env`), with defaults.
+//!
+//! `.env.example` at the repository root lists the same variables; keep the two in step.
+
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+
+/// How the server runs. Each field names its environment variable.
+#[derive(Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port for the HTTP API and Socket.IO (one port for both).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Directory for the SQLite file and the generated JWT secret.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://...` or `sqlite://...`; unset: SQLite in `DATA_DIR`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Maximum database connections in the pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// `redis://...`; unset: one node, in-process fan-out.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// HS256 secret for tokens; unset: generated once and kept in `DATA_DIR`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Lifetime of tokens this server issues, in seconds.
+    #[arg(long, env = "JWT_TTL", default_value_t = 86_400)]
+    pub jwt_ttl_secs: u64,
+
+    /// Expected `iss` claim; checked only when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Expected `aud` claim; checked only when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Comma-separated origins allowed by CORS and the socket Origin check (exact match).
+    #[arg(long, env = "WEBSOCKET_CORS_ORIGIN", default_value = "http://localhost:5173", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Engine.IO ping interval, milliseconds.
+    #[arg(long, env = "WEBSOCKET_PING_INTERVAL", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+
+    /// Engine.IO ping timeout, milliseconds.
+    #[arg(long, env = "WEBSOCKET_PING_TIMEOUT", default_value_t = 60_000)]
+    pub ping_timeout_ms: u64,
+
+    /// Socket.IO clients (Engine.IO sessions) this node accepts at once.
+    #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+
+    /// Sockets one user may hold in one namespace at once.
+    #[arg(long, env = "WEBSOCKET_MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub max_sockets_per_user: usize,
+
+    /// Largest Socket.IO packet, bytes, on both transports.
+    #[arg(long, env = "WEBSOCKET_MAX_PAYLOAD", default_value_t = 64 * 1024)]
+    pub max_socket_payload: usize,
+
+    /// Sustained client->server events per second per socket.
+    #[arg(long, env = "SOCKET_EVENTS_PER_SECOND", default_value_t = 20)]
+    pub socket_events_per_sec: u32,
+
+    /// Burst of client->server events per socket.
+    #[arg(long, env = "SOCKET_EVENTS_BURST", default_value_t = 40)]
+    pub socket_events_burst: u32,
+
+    /// Socket handshakes per second per client IP.
+    #[arg(long, env = "SOCKET_CONNECTS_PER_SECOND_PER_IP", default_value_t = 200)]
+    pub socket_connects_per_sec_per_ip: u32,
+
+    /// Whether the HTTP polling fallback endpoints are served.
+    #[arg(long, env = "ENABLE_WEBSOCKET_FALLBACK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_fallback: bool,
+
+    /// Polling interval advertised to clients by `/api/realtime/status`, milliseconds.
+    #[arg(long, env = "POLLING_INTERVAL", default_value_t = 5_000)]
+    pub polling_interval_ms: u64,
+
+    /// Largest request body, bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Sustained requests per second per IP on `/api/auth/*`.
+    #[arg(long, env = "AUTH_RATE_PER_SECOND", default_value_t = 5)]
+    pub auth_rate_per_sec: u32,
+
+    /// Burst of requests per IP on `/api/auth/*`.
+    #[arg(long, env = "AUTH_RATE_BURST", default_value_t = 20)]
+    pub auth_rate_burst: u32,
+
+    /// Longest time a request may take (long polls wait at most 30 s), seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 45)]
+    pub request_timeout_secs: u64,
+
+    /// `json` for one JSON object per line; anything else: human-readable.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+
+    /// Log filter, as `RUST_LOG` (for example `info,coursecast=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl Settings {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn jwt_ttl(&self) -> Duration {
+        Duration::from_secs(self.jwt_ttl_secs)
+    }
+
+    /// Settings with every default, as a fresh start with an empty environment would have.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        <Wrapper as clap::Parser>::parse_from(["coursecast"]).settings
+    }
+}
+
+/// Secrets stay out of logs: `Debug` redacts them.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |set: bool| if set { "[redacted]" } else { "unset" };
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|url| redact_url(url)))
+            .field("redis_url", &self.redis_url.as_ref().map(|url| redact_url(url)))
+            .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
+            .field("jwt_ttl_secs", &self.jwt_ttl_secs)
+            .field("cors_origins", &self.cors_origins)
+            .field("max_connections", &self.max_connections)
+            .field("enable_fallback", &self.enable_fallback)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Drops the password from a connection URL, keeping scheme, user, host and path.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let mut s = Settings::defaults();
+        assert_eq!(s.port, 3000);
+        assert_eq!(s.max_connections, 1000);
+        assert_eq!(s.ping_interval_ms, 25_000);
+        assert_eq!(s.cors_origins, vec!["http://localhost:5173".to_owned()]);
+        assert!(s.enable_fallback);
+        s.jwt_secret = Some("hunter2-value".into());
+        s.database_url = Some("postgres://app:pw-hunter2@db/app".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,99 @@
+//! `/api/courses`: courses and enrolment.
+//!
+//! Rules: PROFESSOR and ADMIN create courses; the course's professor or an ADMIN
+//! enrols; members (and ADMIN) list members. Unknown course: `NOT_FOUND`.
+
+use axum::{
+    Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::extract::{Json, Path};
+use crate::{
+    auth::{AuthUser, Identity},
+    domain::{CourseTitle, Role},
+    error::AppError,
+    state::AppState,
+    store::{Course, Store},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", post(create_course).get(list_courses))
+        .route("/{course_id}/members", get(list_members).post(add_member))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCourseBody {
+    title: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AddMemberBody {
+    user_id: String,
+}
+
+/// Loads a course or answers `NOT_FOUND`.
+pub async fn find_course(store: &Store, course_id: Uuid) -> Result<Course, AppError> {
+    store.course(course_id).await?.ok_or(AppError::NotFound("no such course"))
+}
+
+/// Course members and ADMINs may read the course; `FORBIDDEN` for anyone else.
+pub async fn require_course_reader(store: &Store, course_id: Uuid, me: &Identity) -> Result<Course, AppError> {
+    let course = find_course(store, course_id).await?;
+    if me.is_admin() || store.is_member(course_id, me.id).await? {
+        Ok(course)
+    } else {
+        Err(AppError::Forbidden("you are not a member of this course"))
+    }
+}
+
+async fn create_course(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Json(body): Json<CreateCourseBody>,
+) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+    if me.role == Role::Student {
+        return Err(AppError::Forbidden("only a PROFESSOR or ADMIN may create courses"));
+    }
+    let title = CourseTitle::parse(&body.title)?;
+    let course = state.store.create_course(title, me.id).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"course": course}))))
+}
+
+async fn list_courses(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
+    let courses = state.store.courses((!me.is_admin()).then_some(me.id)).await?;
+    Ok(axum::Json(json!({"courses": courses})))
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(course_id): Path<Uuid>,
+    Json(body): Json<AddMemberBody>,
+) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+    let user_id = crate::domain::parse_id(&body.user_id, "userId")?;
+    let course = find_course(&state.store, course_id).await?;
+    if !(me.is_admin() || course.professor_id == me.id) {
+        return Err(AppError::Forbidden("only the course's professor or an ADMIN may enrol"));
+    }
+    let member = state.store.add_member(course_id, user_id).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"member": member}))))
+}
+
+async fn list_members(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(course_id): Path<Uuid>,
+) -> Result<axum::Json<Value>, AppError> {
+    require_course_reader(&state.store, course_id, &me).await?;
+    let members = state.store.members(course_id).await?;
+    Ok(axum::Json(json!({"members": members})))
+}

@@ -1,0 +1,64 @@
+//! `/api/users`: accounts of any role, made and removed by an ADMIN.
+
+use axum::{
+    Router,
+    extract::State,
+    http::StatusCode,
+    routing::{delete, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::extract::{Json, Path};
+use crate::{
+    auth::AuthUser,
+    domain::{DisplayName, Email, Password, Role},
+    error::AppError,
+    state::AppState,
+    store::NewUser,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/", post(create_user)).route("/{user_id}", delete(delete_user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateUserBody {
+    email: String,
+    password: String,
+    display_name: String,
+    role: String,
+}
+
+fn require_admin(me: &crate::auth::Identity) -> Result<(), AppError> {
+    if me.is_admin() { Ok(()) } else { Err(AppError::Forbidden("only an ADMIN may manage users")) }
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Json(body): Json<CreateUserBody>,
+) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+    require_admin(&me)?;
+    let email = Email::parse(&body.email)?;
+    let password = Password::parse(&body.password)?;
+    let display_name = DisplayName::parse(&body.display_name)?;
+    let role: Role = body.role.parse()?;
+    let password_hash = state.passwords.hash(password.into_inner()).await?;
+    let user = state.store.create_user(NewUser { email, password_hash, display_name, role }).await?;
+    tracing::info!(user_id = %user.id, role = %user.role, by = %me.id, "user created");
+    Ok((StatusCode::CREATED, axum::Json(json!({"user": user}))))
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(user_id): Path<Uuid>,
+) -> Result<axum::Json<Value>, AppError> {
+    require_admin(&me)?;
+    state.store.delete_user(user_id).await?;
+    tracing::info!(user_id = %user_id, by = %me.id, "user deleted");
+    Ok(axum::Json(json!({"ok": true})))
+}

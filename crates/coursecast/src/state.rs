@@ -1,0 +1,24 @@
+//! The state every HTTP handler and socket handler shares. Each field is cheap to
+//! clone (an `Arc` inside) and safe to use from any task.
+
+use std::{sync::Arc, time::Instant};
+
+use crate::{
+    auth::{Authenticator, PasswordHasher},
+    config::Settings,
+    store::Store,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    /// Read-only after start-up.
+    pub settings: Arc<Settings>,
+    /// Pools inside; every query goes through it.
+    pub store: Store,
+    /// Token verification plus the revocation check against `store`.
+    pub auth: Authenticator,
+    /// Argon2 on the blocking pool, with the dummy hash for unknown accounts.
+    pub passwords: PasswordHasher,
+    /// When the process started serving, for `uptimeSeconds`.
+    pub started_at: Instant,
+}

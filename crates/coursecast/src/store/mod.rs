@@ -1,0 +1,188 @@
+//! Storage: one `Store` API over SQLite (the embedded default) and PostgreSQL.
+//!
+//! SQL lives here and nowhere else. Both backends run the same SQL text (`$N`
+//! placeholders work in both); the `with_db!` macro instantiates a body once per
+//! backend so each query is written once and type-checked against both drivers.
+//! On SQLite all writes go through one connection, so writers queue in-process
+//! instead of failing with `SQLITE_BUSY`; reads use a separate pool (WAL mode).
+
+mod courses;
+mod users;
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use serde::{Serialize, Serializer};
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use courses::{Course, Member};
+pub use users::{NewUser, User, UserAuthState, UserCredentials};
+
+use crate::config::Settings;
+
+/// Runs `$body` with `$pool` bound to the backend's pool for reads or writes.
+macro_rules! with_db {
+    ($store:expr, read, $pool:ident => $body:expr) => {
+        match &*$store.backend {
+            $crate::store::Backend::Sqlite { read: $pool, .. } => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, write, $pool:ident => $body:expr) => {
+        match &*$store.backend {
+            $crate::store::Backend::Sqlite { write: $pool, .. } => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_db;
+
+pub(crate) enum Backend {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Cheap to clone: every clone shares the pools.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+}
+
+/// Which backend a store runs on (for status pages and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    /// Connects to `DATABASE_URL`, or to `DATA_DIR/coursecast.db`, and runs migrations.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let store = match settings.database_url.as_deref() {
+            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+                let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.database_max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                Self { backend: Arc::new(Backend::Postgres(pool)) }
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                Self::open_sqlite(SqliteConnectOptions::from_str(url)?, settings).await?
+            }
+            Some(_) => anyhow::bail!("DATABASE_URL must start with postgres:// or sqlite://"),
+            None => {
+                std::fs::create_dir_all(&settings.data_dir)
+                    .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+                let path = settings.data_dir.join("coursecast.db");
+                Self::open_sqlite(SqliteConnectOptions::new().filename(path), settings).await?
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions, settings: &Settings) -> anyhow::Result<Self> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .context("opening the SQLite database")?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(settings.database_max_connections.max(2))
+            .connect_with(options.read_only(true))
+            .await
+            .context("opening the SQLite database for reads")?;
+        Ok(Self { backend: Arc::new(Backend::Sqlite { read, write }) })
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        match &*self.backend {
+            Backend::Sqlite { write, .. } => sqlx::migrate!("migrations/sqlite").run(write).await,
+            Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+        }
+        .context("running migrations")
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match &*self.backend {
+            Backend::Sqlite { .. } => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// A round trip to the database, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        with_db!(self, read, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+    }
+
+    pub async fn close(&self) {
+        match &*self.backend {
+            Backend::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Milliseconds since the epoch, shown on the wire as RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(chrono::Utc::now().timestamp_millis())
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        chrono::DateTime::from_timestamp_millis(self.0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// Ids are stored as UUID text; a row that does not parse is corruption, not input.
+fn parse_stored_id(raw: &str) -> Result<uuid::Uuid, sqlx::Error> {
+    uuid::Uuid::parse_str(raw).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// True when `err` is a unique-constraint violation (both backends report it this way).
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// True when `err` is a foreign-key violation.
+fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_milliseconds() {
+        assert_eq!(Timestamp(1_795_641_282_123).to_rfc3339(), "2026-11-25T21:14:42.123Z");
+    }
+}

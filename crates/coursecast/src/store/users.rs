@@ -1,0 +1,220 @@
+//! Accounts: creation, lookup for login and token checks, logout, deletion.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Store, Timestamp, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
+use crate::{
+    domain::{DisplayName, Email, Role},
+    error::AppError,
+};
+
+/// The contract's `User` object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+}
+
+/// What login needs: the user and their password hash.
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// What token verification needs about a user.
+#[derive(Debug, Clone, Copy)]
+pub struct UserAuthState {
+    pub role: Role,
+    /// Tokens with an earlier `iat` (seconds) are revoked.
+    pub tokens_valid_from: i64,
+}
+
+/// A user to create; the password is already hashed.
+pub struct NewUser {
+    pub email: Email,
+    pub password_hash: String,
+    pub display_name: DisplayName,
+    pub role: Role,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    display_name: String,
+    role: String,
+    created_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = sqlx::Error;
+
+    fn try_from(row: UserRow) -> Result<Self, Self::Error> {
+        Ok(User {
+            id: parse_stored_id(&row.id)?,
+            email: row.email,
+            display_name: row.display_name,
+            role: row.role.parse().map_err(|e: AppError| sqlx::Error::Decode(e.to_string().into()))?,
+            created_at: Timestamp(row.created_at),
+        })
+    }
+}
+
+/// The columns of [`UserRow`], as a macro so queries stay `&'static str` (sqlx refuses
+/// SQL built at run time unless asserted safe).
+macro_rules! user_columns {
+    () => {
+        "id, email, display_name, role, created_at"
+    };
+}
+
+impl Store {
+    /// Creates a user; `CONFLICT` when the email is taken.
+    pub async fn create_user(&self, new: NewUser) -> Result<User, AppError> {
+        let user = User {
+            id: Uuid::new_v4(),
+            email: new.email.into_inner(),
+            display_name: new.display_name.into_inner(),
+            role: new.role,
+            created_at: Timestamp::now(),
+        };
+        let result = with_db!(self, write, pool => {
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, display_name, role, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(user.id.to_string())
+            .bind(&user.email)
+            .bind(&new.password_hash)
+            .bind(&user.display_name)
+            .bind(user.role.as_str())
+            .bind(user.created_at.0)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        });
+        match result {
+            Ok(_) => Ok(user),
+            Err(e) if is_unique_violation(&e) => Err(AppError::Conflict("an account with this email already exists")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user_credentials(&self, email: &Email) -> Result<Option<UserCredentials>, AppError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            user: UserRow,
+            password_hash: String,
+        }
+        const SQL: &str = concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE email = $1");
+        let row: Option<Row> =
+            with_db!(self, read, pool => sqlx::query_as(SQL).bind(email.as_str()).fetch_optional(pool).await)?;
+        row.map(|row| Ok(UserCredentials { user: row.user.try_into()?, password_hash: row.password_hash })).transpose()
+    }
+
+    pub async fn user(&self, id: Uuid) -> Result<Option<User>, AppError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        let row: Option<UserRow> =
+            with_db!(self, read, pool => sqlx::query_as(SQL).bind(id.to_string()).fetch_optional(pool).await)?;
+        Ok(row.map(User::try_from).transpose()?)
+    }
+
+    pub async fn user_auth_state(&self, id: Uuid) -> Result<Option<UserAuthState>, AppError> {
+        let row: Option<(String, i64)> = with_db!(self, read, pool => {
+            sqlx::query_as("SELECT role, tokens_valid_from FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(|(role, tokens_valid_from)| Ok(UserAuthState { role: role.parse()?, tokens_valid_from })).transpose()
+    }
+
+    /// Revokes every token issued before `valid_from` (seconds since the epoch).
+    pub async fn revoke_tokens(&self, id: Uuid, valid_from: i64) -> Result<(), AppError> {
+        with_db!(self, write, pool => {
+            sqlx::query("UPDATE users SET tokens_valid_from = $1 WHERE id = $2 AND tokens_valid_from < $1")
+                .bind(valid_from)
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Deletes a user and their enrolments. `NOT_FOUND` if unknown; `CONFLICT` while
+    /// they still teach a course (courses are never left without a professor).
+    pub async fn delete_user(&self, id: Uuid) -> Result<(), AppError> {
+        let result = with_db!(self, write, pool => {
+            sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        match result {
+            Ok(0) => Err(AppError::NotFound("no such user")),
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(AppError::Conflict("the user still teaches courses; delete or reassign them first"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Inserts the users whose email is not taken yet (one statement per chunk, one
+    /// transaction), then returns every listed email's user, in the order given.
+    pub async fn ensure_users(&self, users: &[NewUser]) -> Result<Vec<User>, AppError> {
+        const CHUNK: usize = 1000;
+        let now = Timestamp::now().0;
+        with_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in users.chunks(CHUNK) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO users (id, email, password_hash, display_name, role, created_at) ",
+                );
+                insert.push_values(chunk, |mut row, user| {
+                    row.push_bind(Uuid::new_v4().to_string())
+                        .push_bind(user.email.as_str())
+                        .push_bind(user.password_hash.as_str())
+                        .push_bind(user.display_name.as_str())
+                        .push_bind(user.role.as_str())
+                        .push_bind(now);
+                });
+                insert.push(" ON CONFLICT (email) DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        let mut found = std::collections::HashMap::with_capacity(users.len());
+        for chunk in users.chunks(CHUNK) {
+            let rows: Vec<UserRow> = with_db!(self, read, pool => {
+                let mut select = sqlx::QueryBuilder::new(concat!("SELECT ", user_columns!(), " FROM users WHERE email IN ("));
+                let mut list = select.separated(", ");
+                for user in chunk {
+                    list.push_bind(user.email.as_str());
+                }
+                select.push(")");
+                select.build_query_as().fetch_all(pool).await
+            })?;
+            for row in rows {
+                let user = User::try_from(row)?;
+                found.insert(user.email.clone(), user);
+            }
+        }
+        users
+            .iter()
+            .map(|u| {
+                found
+                    .remove(u.email.as_str())
+                    .ok_or_else(|| AppError::internal(anyhow::anyhow!("seeded user vanished")))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,254 @@
+//! `TestApp`: a running server plus request helpers and test users.
+
+use std::{net::SocketAddr, path::PathBuf, sync::OnceLock};
+
+use coursecast::{
+    Settings, app,
+    auth::hash_password,
+    domain::{DisplayName, Email, Role},
+    state::AppState,
+    store::NewUser,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// One Argon2 hash of [`PASSWORD`] for users created straight in storage.
+fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password(PASSWORD).expect("hashing"))
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The response of a test request: status, headers and JSON body (`Null` if none).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The contract error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("<no error code>")
+    }
+
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status.as_u16(), self.code()), (status, code), "body: {}", self.body);
+        assert!(self.body["error"]["message"].is_string(), "no message: {}", self.body);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+/// Settings for a test server: its own data directory, generous rate limits, and
+/// PostgreSQL in a fresh schema when `TEST_DATABASE_URL` is set.
+pub async fn test_settings() -> Settings {
+    let mut settings = Settings::defaults();
+    settings.data_dir = std::env::temp_dir().join(format!("coursecast-test-{}", Uuid::new_v4()));
+    settings.port = 0;
+    settings.auth_rate_per_sec = 1000;
+    settings.auth_rate_burst = 1000;
+    settings.database_max_connections = 4;
+    settings.jwt_secret = Some("integration-test-secret-0123456789abcdef".into());
+    if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+        settings.database_url = Some(fresh_postgres_schema(&url).await);
+    }
+    settings
+}
+
+/// Creates an empty schema and returns a URL whose connections use it.
+async fn fresh_postgres_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("TEST_DATABASE_URL unreachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = test_settings().await;
+        configure(&mut settings);
+        Self::start(settings).await
+    }
+
+    pub async fn start(settings: Settings) -> Self {
+        let data_dir = settings.data_dir.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = app::build_state(settings).await.expect("build state");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app::run(state.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            state,
+            client: reqwest::Client::new(),
+            data_dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(20), server)
+                .await
+                .expect("server did not stop in time")
+                .expect("server task panicked")
+                .expect("server failed");
+        }
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request failed");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+        self.request(Method::DELETE, path, token, None).await
+    }
+
+    /// Registers a student over HTTP.
+    pub async fn student(&self, name: &str) -> TestUser {
+        let email = format!("{name}-{}@example.org", Uuid::new_v4().simple());
+        let res = self
+            .post("/api/auth/register", None, json!({"email": email, "password": PASSWORD, "displayName": name}))
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+        TestUser {
+            id: res.body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            email,
+            token: res.body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Creates a user of any role straight in storage and logs them in over HTTP
+    /// (the bootstrap path for the first ADMIN).
+    pub async fn user_with_role(&self, name: &str, role: Role) -> TestUser {
+        let email = format!("{name}-{}@example.org", Uuid::new_v4().simple());
+        self.state
+            .store
+            .create_user(NewUser {
+                email: Email::parse(&email).unwrap(),
+                password_hash: password_hash().to_owned(),
+                display_name: DisplayName::parse(name).unwrap(),
+                role,
+            })
+            .await
+            .expect("create user");
+        let res = self.post("/api/auth/login", None, json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        TestUser {
+            id: res.body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            email,
+            token: res.body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn admin(&self) -> TestUser {
+        self.user_with_role("Admin", Role::Admin).await
+    }
+
+    pub async fn professor(&self) -> TestUser {
+        self.user_with_role("Professor", Role::Professor).await
+    }
+
+    /// A course taught by `professor`, with `students` enrolled. Returns its id.
+    pub async fn course_with(&self, professor: &TestUser, students: &[&TestUser]) -> Uuid {
+        let res = self.post("/api/courses", Some(&professor.token), json!({"title": "Signals and Systems"})).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+        let course_id: Uuid = res.body["course"]["id"].as_str().unwrap().parse().unwrap();
+        for student in students {
+            let res = self
+                .post(
+                    &format!("/api/courses/{course_id}/members"),
+                    Some(&professor.token),
+                    json!({"userId": student.id}),
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+        }
+        course_id
+    }
+
+    /// Signs arbitrary claims with the test secret (for forged and odd tokens).
+    pub fn sign(&self, claims: Value) -> String {
+        let secret = self.state.settings.jwt_secret.as_deref().expect("tests set JWT_SECRET");
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    /// A service token as the analysis service would hold.
+    pub fn service_token(&self) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(json!({"sub": "analysis-service", "role": "SERVICE", "iat": now, "exp": now + 600}))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

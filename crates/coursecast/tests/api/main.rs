@@ -1,0 +1,11 @@
+//! Integration tests: each test starts the real server on an ephemeral port and talks
+//! to it over real HTTP (and Socket.IO). With `TEST_DATABASE_URL=postgres://...` the
+//! same suite runs on PostgreSQL, each test in a schema of its own.
+
+mod helpers;
+
+mod accounts;
+mod courses;
+mod middleware;
+mod seed;
+mod tokens;
