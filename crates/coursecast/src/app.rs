@@ -6,10 +6,14 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use axum::middleware;
+
 use crate::{
     auth::{Authenticator, JwtKeys, PasswordHasher, resolve_jwt_secret},
     config::Settings,
+    events::{fanout::Fanout, publisher::Publisher},
     http,
+    realtime::{self, Connections, Realtime},
     state::AppState,
     store::Store,
 };
@@ -20,13 +24,19 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let store = Store::connect(&settings).await?;
     let keys = JwtKeys::new(&secret, &settings);
     let passwords = tokio::task::spawn_blocking(PasswordHasher::new).await??;
-    Ok(AppState {
+    let (layer, io) = realtime::server::build(&settings);
+    let connections = Arc::new(Connections::new(settings.max_connections, settings.max_sockets_per_user));
+    let state = AppState {
         auth: Authenticator::new(keys, store.clone()),
+        publisher: Publisher::start(store.clone(), Fanout::new(io.clone())),
+        realtime: Realtime { io: io.clone(), layer, connections },
         settings: Arc::new(settings),
         store,
         passwords,
         started_at: Instant::now(),
-    })
+    };
+    realtime::namespaces::register(&io, &state);
+    Ok(state)
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains and closes storage.
@@ -45,11 +55,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
-    let router = http::outer_layers(http::router(&state).with_state(state));
+    let io = state.realtime.io.clone();
+    let gate = realtime::gate::Gate::new(&state.settings);
+    let settings = state.settings.clone();
+    let router = http::router(&state)
+        .with_state(state.clone())
+        .layer(state.realtime.layer.clone())
+        .layer(middleware::from_fn_with_state(gate, realtime::gate::gate));
+    let router = http::outer_layers(router, &settings);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = ?store.kind(), "coursecast listening");
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Close sockets so clients see a transport close and reconnect elsewhere.
+            io.close().await;
+        })
         .await
         .context("serving")?;
     store.close().await;

@@ -93,6 +93,10 @@ pub struct Settings {
     #[arg(long, env = "POLLING_INTERVAL", default_value_t = 5_000)]
     pub polling_interval_ms: u64,
 
+    /// Longest chat message, in characters after trimming.
+    #[arg(long, env = "MESSAGE_MAX_CHARS", default_value_t = 4000)]
+    pub message_max_chars: usize,
+
     /// Largest request body, bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

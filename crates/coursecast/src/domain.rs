@@ -88,13 +88,24 @@ validated_string!(
 );
 validated_string!(
     /// Message content: 1-`max` characters after trimming; newline and tab are the only
-    /// control characters allowed. Stored verbatim (untrimmed is not kept: we store the
-    /// trimmed text, so what a client sees back is what was counted).
+    /// control characters allowed. The trimmed text is what is stored and delivered.
     MessageContent
 );
 validated_string!(
     /// An idempotency key chosen by the client: 1-64 of `A-Z a-z 0-9 _ -`.
     ClientMsgId
+);
+validated_string!(
+    /// A chat channel within a course: 1-64 of `A-Z a-z 0-9 _ -`.
+    ChannelId
+);
+validated_string!(
+    /// A course document's id: 1-128 of `A-Z a-z 0-9 _ - . :`.
+    DocumentId
+);
+validated_string!(
+    /// A notification title (1-200 characters) or body (1-4,000), as `MessageContent`.
+    NotificationText
 );
 
 impl Email {
@@ -153,15 +164,43 @@ impl MessageContent {
     }
 }
 
+/// Checks an identifier chosen by a client: ASCII letters, digits, `_`, `-` and `extra`.
+fn parse_key(raw: &str, field: &str, max: usize, extra: &[u8]) -> Result<String, AppError> {
+    let valid = (1..=max).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || extra.contains(&b));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        let extra: String = extra.iter().map(|&b| format!(" {}", b as char)).collect();
+        Err(AppError::validation(format!("{field} must be 1 to {max} characters of A-Z a-z 0-9 _ -{extra}")))
+    }
+}
+
 impl ClientMsgId {
     pub fn parse(raw: &str) -> Result<Self, AppError> {
-        let valid =
-            (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(AppError::validation("clientMsgId must be 1 to 64 characters of A-Z a-z 0-9 _ -"))
-        }
+        parse_key(raw, "clientMsgId", 64, &[]).map(Self)
+    }
+}
+
+impl ChannelId {
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        parse_key(raw, "channelId", 64, &[]).map(Self)
+    }
+}
+
+impl DocumentId {
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        parse_key(raw, "documentId", 128, b".:").map(Self)
+    }
+}
+
+impl NotificationText {
+    pub fn title(raw: &str) -> Result<Self, AppError> {
+        parse_text(raw, "title", 200, false).map(Self)
+    }
+
+    pub fn body(raw: &str) -> Result<Self, AppError> {
+        parse_text(raw, "message", 4000, true).map(Self)
     }
 }
 
@@ -207,6 +246,9 @@ mod tests {
         assert!(ClientMsgId::parse(&"a".repeat(65)).is_err());
         assert!(ClientMsgId::parse("has space").is_err());
         assert!(ClientMsgId::parse("ünï").is_err());
+        assert!(DocumentId::parse("chapter-1.pdf:page:3").is_ok());
+        assert!(DocumentId::parse("../etc/passwd").is_err());
+        assert!(ChannelId::parse("general").is_ok());
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! (`realtime`). Storage (`store`) is SQLite by default and PostgreSQL when
 //! configured. `app::serve` runs it all from `Settings`; `main.rs` only parses the CLI.
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod limits;
+pub mod realtime;
 pub mod seed;
 pub mod state;
 pub mod store;

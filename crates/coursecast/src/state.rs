@@ -6,6 +6,8 @@ use std::{sync::Arc, time::Instant};
 use crate::{
     auth::{Authenticator, PasswordHasher},
     config::Settings,
+    events::publisher::Publisher,
+    realtime::Realtime,
     store::Store,
 };
 
@@ -19,6 +21,10 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Argon2 on the blocking pool, with the dummy hash for unknown accounts.
     pub passwords: PasswordHasher,
+    /// The one publish path: queue to the group-commit writer, then fan-out.
+    pub publisher: Publisher,
+    /// The Socket.IO server and its connection manager.
+    pub realtime: Realtime,
     /// When the process started serving, for `uptimeSeconds`.
     pub started_at: Instant,
 }

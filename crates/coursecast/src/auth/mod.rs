@@ -2,6 +2,7 @@
 //! turns a bearer token into a caller, shared by HTTP extractors and the socket handshake.
 
 mod extract;
+mod handshake;
 mod jwt;
 mod password;
 mod secret;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use extract::{AnyCaller, AuthUser, ServiceCaller};
+pub use handshake::authenticate_handshake;
 pub use jwt::{Claims, JwtKeys};
 pub use password::{PasswordHasher, hash_password};
 pub use secret::resolve_jwt_secret;

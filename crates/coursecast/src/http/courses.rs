@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use super::extract::{Json, Path};
 use crate::{
-    auth::{AuthUser, Identity},
+    access::{find_course, manages, require_course_reader},
+    auth::AuthUser,
     domain::{CourseTitle, Role},
     error::AppError,
     state::AppState,
-    store::{Course, Store},
 };
 
 pub fn router() -> Router<AppState> {
@@ -38,21 +38,6 @@ struct CreateCourseBody {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AddMemberBody {
     user_id: String,
-}
-
-/// Loads a course or answers `NOT_FOUND`.
-pub async fn find_course(store: &Store, course_id: Uuid) -> Result<Course, AppError> {
-    store.course(course_id).await?.ok_or(AppError::NotFound("no such course"))
-}
-
-/// Course members and ADMINs may read the course; `FORBIDDEN` for anyone else.
-pub async fn require_course_reader(store: &Store, course_id: Uuid, me: &Identity) -> Result<Course, AppError> {
-    let course = find_course(store, course_id).await?;
-    if me.is_admin() || store.is_member(course_id, me.id).await? {
-        Ok(course)
-    } else {
-        Err(AppError::Forbidden("you are not a member of this course"))
-    }
 }
 
 async fn create_course(
@@ -81,7 +66,7 @@ async fn add_member(
 ) -> Result<(StatusCode, axum::Json<Value>), AppError> {
     let user_id = crate::domain::parse_id(&body.user_id, "userId")?;
     let course = find_course(&state.store, course_id).await?;
-    if !(me.is_admin() || course.professor_id == me.id) {
+    if !manages(&course, &me) {
         return Err(AppError::Forbidden("only the course's professor or an ADMIN may enrol"));
     }
     let member = state.store.add_member(course_id, user_id).await?;

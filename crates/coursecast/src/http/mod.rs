@@ -2,7 +2,8 @@
 //! every request passes through (outermost first):
 //!
 //! request id -> trace -> propagate request id -> catch panics -> security headers
-//! -> CORS -> timeout -> body limit -> routes (auth routes add a per-IP rate limit).
+//! -> CORS -> socket gate -> Socket.IO (takes `/socket.io/`) -> timeout -> body limit
+//! -> routes (auth routes add a per-IP rate limit).
 
 mod auth;
 mod courses;
@@ -29,9 +30,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-pub use courses::{find_course, require_course_reader};
-
-use crate::{error::AppError, limits::IpRateLimiter, state::AppState};
+use crate::{config::Settings, error::AppError, limits::IpRateLimiter, state::AppState};
 
 /// Every route of the HTTP API with its middleware, ready for `with_state`.
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -56,13 +55,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
                 .timeout(settings.request_timeout())
                 .layer(DefaultBodyLimit::max(settings.max_body_bytes)),
         )
-        .layer(cors(&settings.cors_origins))
 }
 
 /// Layers shared by the API and the Socket.IO endpoint; applied outermost.
-pub fn outer_layers(router: Router) -> Router {
+pub fn outer_layers(router: Router, settings: &Settings) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     router
+        .layer(cors(&settings.cors_origins))
         .layer(middleware::map_response(json_csp))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))

@@ -7,6 +7,7 @@
 //! instead of failing with `SQLITE_BUSY`; reads use a separate pool (WAL mode).
 
 mod courses;
+mod events;
 mod users;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -20,6 +21,7 @@ use sqlx::{
 };
 
 pub use courses::{Course, Member};
+pub use events::{Analysis, Append, Appended, NewNotification, StreamPage};
 pub use users::{NewUser, User, UserAuthState, UserCredentials};
 
 use crate::config::Settings;

@@ -9,6 +9,7 @@ use coursecast::{
     state::AppState,
     store::NewUser,
 };
+use coursecast_client::{ClientError, ConnectOptions, Connection, Socket};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -68,6 +69,9 @@ pub async fn test_settings() -> Settings {
     settings.port = 0;
     settings.auth_rate_per_sec = 1000;
     settings.auth_rate_burst = 1000;
+    settings.socket_connects_per_sec_per_ip = 100_000;
+    settings.socket_events_per_sec = 100_000;
+    settings.socket_events_burst = 100_000;
     settings.database_max_connections = 4;
     settings.jwt_secret = Some("integration-test-secret-0123456789abcdef".into());
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
@@ -243,6 +247,42 @@ impl TestApp {
         self.sign(json!({"sub": "analysis-service", "role": "SERVICE", "iat": now, "exp": now + 600}))
     }
 }
+
+/// Socket helpers.
+impl TestApp {
+    /// Opens `ns` with `auth: {token}`; panics if refused.
+    pub async fn socket(&self, ns: &str, token: &str) -> Socket {
+        self.try_socket(ns, Some(json!({"token": token})), ConnectOptions::default()).await.expect("socket refused")
+    }
+
+    pub async fn try_socket(
+        &self,
+        ns: &str,
+        auth: Option<Value>,
+        options: ConnectOptions,
+    ) -> Result<Socket, ClientError> {
+        let connection = Connection::open(&self.base, options).await?;
+        connection.socket(ns, auth).await
+    }
+
+    /// The `connect_error` message a handshake gets.
+    pub async fn refusal(&self, ns: &str, auth: Option<Value>, options: ConnectOptions) -> String {
+        match self.try_socket(ns, auth, options).await {
+            Ok(_) => panic!("the handshake on {ns} was accepted"),
+            Err(ClientError::ConnectError(message)) => message,
+            Err(other) => panic!("expected connect_error, got {other}"),
+        }
+    }
+}
+
+/// The `{ok: false, error: {code}}` code of an ack, or "<ok>".
+pub fn ack_code(ack: &Value) -> &str {
+    if ack["ok"] == true { "<ok>" } else { ack["error"]["code"].as_str().unwrap_or("<no code>") }
+}
+
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long to wait to be confident something does NOT arrive.
+pub const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Drop for TestApp {
     fn drop(&mut self) {

@@ -5,7 +5,11 @@
 mod helpers;
 
 mod accounts;
+mod chat;
+mod connections;
 mod courses;
 mod middleware;
 mod seed;
+mod session;
+mod sockets;
 mod tokens;

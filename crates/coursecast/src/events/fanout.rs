@@ -1,0 +1,37 @@
+//! Delivery of committed events: to the Socket.IO rooms that subscribe to the
+//! event's stream. Each event is serialised once per broadcast (its stored JSON is
+//! passed through as is).
+
+use socketioxide::SocketIo;
+
+use super::{StoredEvent, StreamKey};
+use crate::realtime::{Namespace, rooms};
+
+#[derive(Clone)]
+pub struct Fanout {
+    io: SocketIo,
+}
+
+impl Fanout {
+    pub fn new(io: SocketIo) -> Self {
+        Self { io }
+    }
+
+    pub async fn deliver(&self, event: &StoredEvent) {
+        let (namespace, name, mut targets) = match event.stream {
+            StreamKey::Messages(course) => (Namespace::Chat, "message", vec![rooms::course(course)]),
+            StreamKey::Annotations(course) => (Namespace::Collaboration, "annotation", vec![rooms::course(course)]),
+            StreamKey::Notifications(user) => (Namespace::Notifications, "notification", vec![rooms::user(user)]),
+            StreamKey::Progress(user) => (Namespace::Analytics, "progress", vec![rooms::user(user)]),
+        };
+        if let Some(course) = event.watch_course {
+            targets.push(rooms::watch(course));
+        }
+        let Some(operators) = self.io.of(namespace.path()) else {
+            return;
+        };
+        if let Err(err) = operators.to(targets).emit(name, &*event.payload).await {
+            tracing::warn!(stream = %event.stream, seq = event.seq, error = %err, "broadcast incomplete");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The one publish path (DESIGN.md principle 1): every door (socket event, HTTP POST,
+//! service call) hands its append to `Publisher::publish`, which queues it for the
+//! writer task. The writer takes everything queued (up to a batch), stores it in one
+//! transaction (group commit), fans the new events out, and only then answers each
+//! caller. Nothing is delivered before it is committed.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::fanout::Fanout;
+use crate::{
+    error::AppError,
+    store::{Append, Appended, Store},
+};
+
+/// Appends queued before the writer starts refusing (callers then wait: backpressure).
+const QUEUE: usize = 16 * 1024;
+/// Appends stored in one transaction at most.
+const MAX_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<Result<Appended, AppError>>;
+
+/// Cheap to clone; every clone feeds the same writer.
+#[derive(Clone)]
+pub struct Publisher {
+    queue: mpsc::Sender<(Append, Reply)>,
+}
+
+impl Publisher {
+    /// Starts the writer task; it runs until every `Publisher` clone is dropped.
+    pub fn start(store: Store, fanout: Fanout) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(store, fanout, rx));
+        Self { queue }
+    }
+
+    /// Stores `op`, delivers its events, and returns them. A retry with a used
+    /// `clientMsgId` returns the original event and delivers nothing again.
+    pub async fn publish(&self, op: Append) -> Result<Appended, AppError> {
+        let (reply, answer) = oneshot::channel();
+        let stopping = || AppError::Unavailable("the server is shutting down");
+        self.queue.send((op, reply)).await.map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
+    }
+}
+
+async fn write_loop(store: Store, fanout: Fanout, mut rx: mpsc::Receiver<(Append, Reply)>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (ops, replies): (Vec<Append>, Vec<Reply>) = jobs.drain(..).unzip();
+        let outcomes = match store.append_batch(&ops).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                // One bad append (or a conflict with another node) must not fail its
+                // neighbours: store each alone, so only the culprit sees the error.
+                tracing::warn!(error = %err, batch = ops.len(), "batch failed; storing its appends one by one");
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    outcomes.push(match store.append_batch(std::slice::from_ref(op)).await {
+                        Ok(mut single) => {
+                            single.pop().unwrap_or_else(|| Err(AppError::internal(anyhow::anyhow!("empty outcome"))))
+                        }
+                        Err(err) => Err(AppError::internal(err)),
+                    });
+                }
+                outcomes
+            }
+        };
+        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+            if let Ok(appended) = &outcome
+                && !appended.duplicate
+            {
+                for event in &appended.events {
+                    fanout.deliver(event).await;
+                }
+            }
+            // The caller may have gone away (socket closed); the event is stored anyway.
+            let _ = reply.send(outcome);
+        }
+    }
+    tracing::debug!("publisher stopped");
+}

@@ -1,0 +1,63 @@
+//! The Socket.IO layer (PROTOCOL.md section 3): server set-up, the HTTP gate in front
+//! of it, per-socket sessions, the connection manager, and the four namespaces.
+
+pub mod connections;
+mod dispatch;
+pub mod gate;
+pub mod namespaces;
+pub mod rooms;
+pub mod server;
+mod session;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use socketioxide::{SocketIo, layer::SocketIoLayer};
+use uuid::Uuid;
+
+pub use connections::{ConnectionStats, Connections};
+pub use session::Session;
+
+/// The namespaces of the contract; any other is refused by Socket.IO itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Chat,
+    Notifications,
+    Analytics,
+    Collaboration,
+}
+
+impl Namespace {
+    pub const ALL: [Namespace; 4] = [Self::Chat, Self::Notifications, Self::Analytics, Self::Collaboration];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/chat",
+            Self::Notifications => "/notifications",
+            Self::Analytics => "/analytics",
+            Self::Collaboration => "/collaboration",
+        }
+    }
+}
+
+/// The socket server as the rest of the app sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct Realtime {
+    pub io: SocketIo,
+    pub layer: SocketIoLayer,
+    pub connections: Arc<Connections>,
+}
+
+impl Realtime {
+    /// Disconnects every socket of `user` in every namespace (logout, deletion).
+    pub async fn disconnect_user(&self, user: Uuid) {
+        for namespace in Namespace::ALL {
+            if let Some(operators) = self.io.of(namespace.path())
+                && let Err(err) = operators.to(rooms::user(user)).disconnect().await
+            {
+                tracing::warn!(%user, namespace = namespace.path(), error = %err, "disconnecting a user's sockets failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Namespace set-up shared by all four: the handshake middleware (token, limits),
+//! per-socket session, the user room, `reauth`, unknown events, and clean-up on
+//! disconnect. Each namespace module adds its own events.
+
+/// Registers `handler(&AppState, Ctx, Payload)` for an event through `dispatch::on`.
+macro_rules! route {
+    ($socket:expr, $session:expr, $state:expr, $event:literal => $handler:path) => {
+        $crate::realtime::dispatch::on($socket, $session, $event, {
+            let state = $state.clone();
+            move |ctx, payload| {
+                let state = state.clone();
+                async move { $handler(&state, ctx, payload).await }
+            }
+        })
+    };
+}
+
+mod analytics;
+mod chat;
+mod collaboration;
+mod course_rooms;
+mod notifications;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::{
+    SocketIo,
+    extract::{SocketRef, TryData},
+    handler::ConnectHandler,
+    socket::DisconnectReason,
+};
+
+use super::{
+    Namespace, Session,
+    dispatch::{self, Ctx, Reply},
+    gate::Handshake,
+    rooms,
+};
+use crate::{
+    auth::{Caller, authenticate_handshake},
+    error::{AppError, ErrorCode},
+    state::AppState,
+    store::Timestamp,
+};
+
+pub fn register(io: &SocketIo, state: &AppState) {
+    for namespace in Namespace::ALL {
+        let on_connect = {
+            let state = state.clone();
+            move |socket: SocketRef| {
+                let state = state.clone();
+                async move { connected(namespace, socket, state) }
+            }
+        };
+        let admit = {
+            let state = state.clone();
+            move |socket: SocketRef, TryData(auth): TryData<Value>| {
+                let state = state.clone();
+                async move { admit(namespace, socket, auth.ok(), state).await }
+            }
+        };
+        io.ns(namespace.path(), on_connect.with(admit));
+    }
+}
+
+/// The handshake check; its error becomes the `connect_error` message.
+async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, state: AppState) -> Result<(), ErrorCode> {
+    let parts = socket.req_parts();
+    let Some(handshake) = parts.extensions.get::<Handshake>().copied() else {
+        tracing::error!("socket without a gate tag: is the gate layer installed?");
+        return Err(ErrorCode::ServerFull);
+    };
+    let refuse = |code: ErrorCode| {
+        tracing::info!(namespace = namespace.path(), code = code.as_str(), "socket refused");
+        code
+    };
+    if handshake.rate_limited {
+        return Err(refuse(ErrorCode::RateLimited));
+    }
+    let user = authenticate_handshake(&state.auth, auth.as_ref(), &parts.headers).await.map_err(refuse)?;
+    state.realtime.connections.check(namespace, handshake.client, user.id).map_err(refuse)?;
+    let settings = &state.settings;
+    let session = Session::new(user, handshake.client, settings.socket_events_per_sec, settings.socket_events_burst);
+    socket.extensions.insert(Arc::new(session));
+    Ok(())
+}
+
+fn connected(namespace: Namespace, socket: SocketRef, state: AppState) {
+    let Some(session) = socket.extensions.get::<Arc<Session>>() else {
+        tracing::error!("connected socket without a session");
+        let _ = socket.disconnect();
+        return;
+    };
+    let user = session.user.id;
+    state.realtime.connections.register(namespace, session.client, user);
+    socket.join(rooms::user(user));
+    session.spawn_expiry_timer(socket.clone());
+    tracing::info!(namespace = namespace.path(), socket_id = %socket.id, user_id = %user, "socket connected");
+
+    dispatch::on_unknown(&socket);
+    route!(&socket, &session, state, "reauth" => reauth);
+    match namespace {
+        Namespace::Chat => chat::register(&socket, &session, &state),
+        Namespace::Notifications => notifications::register(&socket, &session, &state),
+        Namespace::Analytics => analytics::register(&socket, &session, &state),
+        Namespace::Collaboration => collaboration::register(&socket, &session, &state),
+    }
+
+    let connected_at = std::time::Instant::now();
+    socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| async move {
+        session.close();
+        for course in session.take_courses() {
+            course_rooms::announce_departure(&state, &socket, namespace, course, user);
+        }
+        state.realtime.connections.release(namespace, session.client, user);
+        tracing::info!(
+            namespace = namespace.path(),
+            socket_id = %socket.id,
+            user_id = %user,
+            reason = %reason,
+            duration_ms = connected_at.elapsed().as_millis() as u64,
+            "socket disconnected"
+        );
+    });
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReauthPayload {
+    token: String,
+}
+
+/// Replaces the token of a live socket: same user only.
+async fn reauth(state: &AppState, ctx: Ctx, payload: ReauthPayload) -> Result<Reply, AppError> {
+    let Caller::User(fresh) = state.auth.authenticate(&payload.token).await? else {
+        return Err(AppError::Forbidden("service tokens cannot open sockets"));
+    };
+    if fresh.id != ctx.session.user.id {
+        return Err(AppError::Forbidden("the new token belongs to another user"));
+    }
+    ctx.session.extend(fresh.expires_at);
+    Ok(reply(json!({"expiresAt": Timestamp(fresh.expires_at.saturating_mul(1000)).to_rfc3339()})))
+}
+
+/// Turns a `json!({...})` object into ack fields.
+fn reply(value: Value) -> Reply {
+    match value {
+        Value::Object(fields) => fields,
+        _ => Reply::new(),
+    }
+}
+
+/// `sync {since?, limit?}` on one of the caller's own streams.
+async fn sync_reply(
+    state: &AppState,
+    stream: crate::events::StreamKey,
+    payload: notifications::SyncPayload,
+) -> Result<Reply, AppError> {
+    let since = crate::events::since(payload.since)?;
+    let page = state.store.read_stream(stream, since, crate::events::page_limit(payload.limit)).await?;
+    Ok(reply(serde_json::to_value(&page).map_err(AppError::internal)?))
+}

@@ -1,0 +1,50 @@
+//! `/notifications`: each socket is in its user's room from connect on; `sync`
+//! replays the user's stream, `read` marks one read (every socket of the user sees it).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use socketioxide::extract::SocketRef;
+
+use super::{chat::event_reply, sync_reply};
+use crate::{
+    domain::parse_id,
+    error::AppError,
+    events::StreamKey,
+    realtime::{
+        Session,
+        dispatch::{Ctx, Reply},
+    },
+    state::AppState,
+    store::Append,
+};
+
+pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
+    route!(socket, session, state, "sync" => sync);
+    route!(socket, session, state, "read" => read);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPayload {
+    pub since: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ReadPayload {
+    notification_id: String,
+}
+
+async fn sync(state: &AppState, ctx: Ctx, payload: SyncPayload) -> Result<Reply, AppError> {
+    sync_reply(state, StreamKey::Notifications(ctx.session.user.id), payload).await
+}
+
+async fn read(state: &AppState, ctx: Ctx, payload: ReadPayload) -> Result<Reply, AppError> {
+    let op = Append::ReadNotification {
+        notification_id: parse_id(&payload.notification_id, "notificationId")?,
+        user_id: ctx.session.user.id,
+    };
+    event_reply(&state.publisher.publish(op).await?)
+}

@@ -1,0 +1,26 @@
+//! Socket.IO server construction: transports, heartbeat, payload bounds, buffers.
+
+use std::time::Duration;
+
+use socketioxide::{SocketIo, layer::SocketIoLayer};
+
+use crate::config::Settings;
+
+/// Engine.IO sessions that have not joined a namespace by then are closed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Packets queued per socket before emits to it fail (see the slow-consumer policy).
+const SOCKET_BUFFER: usize = 256;
+
+pub fn build(settings: &Settings) -> (SocketIoLayer, SocketIo) {
+    let max_payload = settings.max_socket_payload;
+    SocketIo::builder()
+        .ping_interval(settings.ping_interval())
+        .ping_timeout(settings.ping_timeout())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .max_buffer_size(SOCKET_BUFFER)
+        // `max_payload` bounds polling bodies only; WebSocket frames have their own.
+        .max_payload(max_payload as u64)
+        .ws_max_message_size(max_payload)
+        .ws_max_frame_size(max_payload)
+        .build_layer()
+}

@@ -1,0 +1,520 @@
+//! The durable streams: appending events (with the state changes they describe) in
+//! one transaction per batch, and reading a stream after a cursor.
+//!
+//! Every append assigns the stream's next `seq` in the same transaction that stores
+//! the event; an append carrying a `clientMsgId` that the same actor already used on
+//! the same stream stores nothing and returns the original event. Refusals (unknown
+//! message, not the sender, ...) are decided before an append writes anything, so
+//! one refused append never spoils the rest of its batch.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::{Store, Timestamp, with_db};
+use crate::{
+    domain::{ChannelId, ClientMsgId, DocumentId, MessageContent, NotificationText},
+    error::AppError,
+    events::{
+        AnnotationEvent, MessageEvent, MessageKind, NotificationEvent, NotificationKind, NotificationType, Priority,
+        ProgressEvent, ProgressKind, StoredEvent, StreamKey,
+    },
+};
+
+/// One thing to append. Authorisation that needs only the caller and the course
+/// (membership, roles) is checked before; what needs stored state is checked here.
+#[derive(Debug, Clone)]
+pub enum Append {
+    SendMessage {
+        course_id: Uuid,
+        sender_id: Uuid,
+        channel_id: Option<ChannelId>,
+        content: MessageContent,
+        client_msg_id: ClientMsgId,
+    },
+    EditMessage {
+        course_id: Uuid,
+        message_id: Uuid,
+        editor_id: Uuid,
+        content: MessageContent,
+    },
+    DeleteMessage {
+        course_id: Uuid,
+        message_id: Uuid,
+        actor_id: Uuid,
+        /// The course's professor or an ADMIN: may delete anyone's message.
+        may_moderate: bool,
+    },
+    Annotate {
+        course_id: Uuid,
+        document_id: DocumentId,
+        user_id: Uuid,
+        annotation: serde_json::Value,
+        client_msg_id: ClientMsgId,
+    },
+    Notify {
+        recipients: Vec<Uuid>,
+        notification: NewNotification,
+    },
+    ReadNotification {
+        notification_id: Uuid,
+        user_id: Uuid,
+    },
+    Progress {
+        analysis_id: Uuid,
+        progress: u8,
+        data: serde_json::Value,
+        /// Sent to the owner when `progress` is 100.
+        completion_notice: NewNotification,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub notification_type: NotificationType,
+    pub title: NotificationText,
+    pub message: NotificationText,
+    pub priority: Priority,
+}
+
+/// What an append produced: its events (the first is the one the caller asked for),
+/// and whether it was a retry answered with the original event.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub events: Vec<StoredEvent>,
+    pub duplicate: bool,
+}
+
+/// A page of one stream, as the polling endpoints and `sync`/`join` acks show it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamPage {
+    pub events: Vec<Box<RawValue>>,
+    /// The `seq` of the last event returned, or `since` when none is.
+    pub cursor: i64,
+    pub has_more: bool,
+}
+
+/// A stored analysis (the progress stream's subject).
+#[derive(Debug, Clone, Copy)]
+pub struct Analysis {
+    pub id: Uuid,
+    pub course_id: Uuid,
+    pub owner_id: Uuid,
+}
+
+/// The idempotency key of a `read`: reading twice answers with the first read event.
+fn read_key(notification_id: Uuid) -> String {
+    format!("read-{}", notification_id.simple())
+}
+
+fn raw(json: String) -> Result<Arc<RawValue>, sqlx::Error> {
+    RawValue::from_string(json).map(Arc::from).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn to_raw<T: serde::Serialize>(event: &T) -> Result<Arc<RawValue>, sqlx::Error> {
+    serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e))).and_then(raw)
+}
+
+/// The same append logic for each backend: `$conn` is its connection type. Written
+/// once, compiled twice, so SQLite and PostgreSQL cannot drift apart.
+macro_rules! backend_appends {
+    ($module:ident, $conn:ty) => {
+        mod $module {
+            use super::*;
+
+            type Conn = $conn;
+            type Outcome = Result<Result<Appended, AppError>, sqlx::Error>;
+
+            /// Finds the event an earlier append with the same key produced.
+            async fn existing(conn: &mut Conn, stream: StreamKey, actor: &str, key: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT seq, payload FROM events WHERE stream = $1 AND actor_id = $2 AND client_msg_id = $3",
+                )
+                .bind(stream.to_string())
+                .bind(actor)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+                row.map(|(seq, payload)| Ok(StoredEvent { stream, seq, payload: raw(payload)?, watch_course: None }))
+                    .transpose()
+            }
+
+            /// Takes the stream's next `seq` (row-locked until commit on PostgreSQL).
+            async fn next_seq(conn: &mut Conn, stream: StreamKey) -> Result<i64, sqlx::Error> {
+                sqlx::query_scalar(
+                    "INSERT INTO stream_heads (stream, head) VALUES ($1, 1)
+                     ON CONFLICT (stream) DO UPDATE SET head = stream_heads.head + 1
+                     RETURNING head",
+                )
+                .bind(stream.to_string())
+                .fetch_one(&mut *conn)
+                .await
+            }
+
+            /// Stores one event whose payload is built once its `seq` is known.
+            async fn store<T: serde::Serialize>(
+                conn: &mut Conn,
+                stream: StreamKey,
+                actor: &str,
+                key: Option<&str>,
+                now: Timestamp,
+                build: impl FnOnce(i64) -> T,
+            ) -> Result<StoredEvent, sqlx::Error> {
+                let seq = next_seq(conn, stream).await?;
+                let payload = to_raw(&build(seq))?;
+                sqlx::query(
+                    "INSERT INTO events (stream, seq, actor_id, client_msg_id, payload, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(stream.to_string())
+                .bind(seq)
+                .bind(actor)
+                .bind(key)
+                .bind(payload.get())
+                .bind(now.0)
+                .execute(&mut *conn)
+                .await?;
+                Ok(StoredEvent { stream, seq, payload, watch_course: None })
+            }
+
+            fn one(event: StoredEvent) -> Outcome {
+                Ok(Ok(Appended { events: vec![event], duplicate: false }))
+            }
+
+            fn refused(err: AppError) -> Outcome {
+                Ok(Err(err))
+            }
+
+            pub async fn apply(conn: &mut Conn, op: &Append, now: Timestamp) -> Outcome {
+                match op {
+                    Append::SendMessage { course_id, sender_id, channel_id, content, client_msg_id } => {
+                        let stream = StreamKey::Messages(*course_id);
+                        let actor = sender_id.to_string();
+                        if let Some(original) = existing(conn, stream, &actor, client_msg_id.as_str()).await? {
+                            return Ok(Ok(Appended { events: vec![original], duplicate: true }));
+                        }
+                        let message_id = Uuid::new_v4();
+                        sqlx::query(
+                            "INSERT INTO messages (id, course_id, sender_id, channel_id, deleted, created_at)
+                             VALUES ($1, $2, $3, $4, FALSE, $5)",
+                        )
+                        .bind(message_id.to_string())
+                        .bind(course_id.to_string())
+                        .bind(&actor)
+                        .bind(channel_id.as_ref().map(|c| c.as_str()))
+                        .bind(now.0)
+                        .execute(&mut *conn)
+                        .await?;
+                        let event = store(conn, stream, &actor, Some(client_msg_id.as_str()), now, |seq| MessageEvent {
+                            kind: MessageKind::MessageSent,
+                            seq,
+                            message_id,
+                            course_id: *course_id,
+                            channel_id: channel_id.as_ref().map(|c| c.as_str().to_owned()),
+                            sender_id: *sender_id,
+                            content: Some(content.as_str().to_owned()),
+                            timestamp: now,
+                        })
+                        .await?;
+                        one(event)
+                    }
+                    Append::EditMessage { course_id, message_id, editor_id, content } => {
+                        let Some((sender, channel_id)) = live_message(conn, *course_id, *message_id).await? else {
+                            return refused(AppError::NotFound("no such message"));
+                        };
+                        if sender != editor_id.to_string() {
+                            return refused(AppError::Forbidden("only the sender may edit a message"));
+                        }
+                        let stream = StreamKey::Messages(*course_id);
+                        let event = store(conn, stream, &sender, None, now, |seq| MessageEvent {
+                            kind: MessageKind::MessageEdited,
+                            seq,
+                            message_id: *message_id,
+                            course_id: *course_id,
+                            channel_id,
+                            sender_id: *editor_id,
+                            content: Some(content.as_str().to_owned()),
+                            timestamp: now,
+                        })
+                        .await?;
+                        one(event)
+                    }
+                    Append::DeleteMessage { course_id, message_id, actor_id, may_moderate } => {
+                        let Some((sender, channel_id)) = live_message(conn, *course_id, *message_id).await? else {
+                            return refused(AppError::NotFound("no such message"));
+                        };
+                        let actor = actor_id.to_string();
+                        if sender != actor && !may_moderate {
+                            return refused(AppError::Forbidden(
+                                "only the sender, the course's professor or an ADMIN may delete a message",
+                            ));
+                        }
+                        sqlx::query("UPDATE messages SET deleted = TRUE WHERE id = $1")
+                            .bind(message_id.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                        let stream = StreamKey::Messages(*course_id);
+                        let event = store(conn, stream, &actor, None, now, |seq| MessageEvent {
+                            kind: MessageKind::MessageDeleted,
+                            seq,
+                            message_id: *message_id,
+                            course_id: *course_id,
+                            channel_id,
+                            sender_id: *actor_id,
+                            content: None,
+                            timestamp: now,
+                        })
+                        .await?;
+                        one(event)
+                    }
+                    Append::Annotate { course_id, document_id, user_id, annotation, client_msg_id } => {
+                        let stream = StreamKey::Annotations(*course_id);
+                        let actor = user_id.to_string();
+                        if let Some(original) = existing(conn, stream, &actor, client_msg_id.as_str()).await? {
+                            return Ok(Ok(Appended { events: vec![original], duplicate: true }));
+                        }
+                        let event = store(conn, stream, &actor, Some(client_msg_id.as_str()), now, |seq| AnnotationEvent {
+                            seq,
+                            annotation_id: Uuid::new_v4(),
+                            course_id: *course_id,
+                            document_id: document_id.as_str().to_owned(),
+                            user_id: *user_id,
+                            annotation: annotation.clone(),
+                            timestamp: now,
+                        })
+                        .await?;
+                        one(event)
+                    }
+                    Append::Notify { recipients, notification } => {
+                        let mut events = Vec::with_capacity(recipients.len());
+                        for user_id in recipients {
+                            events.push(notify(conn, *user_id, notification, now).await?);
+                        }
+                        Ok(Ok(Appended { events, duplicate: false }))
+                    }
+                    Append::ReadNotification { notification_id, user_id } => {
+                        let stream = StreamKey::Notifications(*user_id);
+                        let actor = user_id.to_string();
+                        let row: Option<(String, String, String, String, String)> = sqlx::query_as(
+                            "SELECT user_id, notification_type, title, message, priority FROM notifications WHERE id = $1",
+                        )
+                        .bind(notification_id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        let Some((owner, notification_type, title, message, priority)) = row else {
+                            return refused(AppError::NotFound("no such notification"));
+                        };
+                        if owner != actor {
+                            return refused(AppError::Forbidden("only the notification's user may mark it read"));
+                        }
+                        let key = read_key(*notification_id);
+                        if let Some(original) = existing(conn, stream, &actor, &key).await? {
+                            return Ok(Ok(Appended { events: vec![original], duplicate: true }));
+                        }
+                        sqlx::query("UPDATE notifications SET read_at = $1 WHERE id = $2")
+                            .bind(now.0)
+                            .bind(notification_id.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                        let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+                        let notification_type: NotificationType =
+                            serde_json::from_value(serde_json::Value::String(notification_type)).map_err(decode)?;
+                        let priority: Priority = serde_json::from_value(serde_json::Value::String(priority)).map_err(decode)?;
+                        let event = store(conn, stream, &actor, Some(&key), now, |seq| NotificationEvent {
+                            kind: NotificationKind::NotificationRead,
+                            seq,
+                            notification_id: *notification_id,
+                            user_id: *user_id,
+                            notification_type,
+                            title,
+                            message,
+                            priority,
+                            timestamp: now,
+                        })
+                        .await?;
+                        one(event)
+                    }
+                    Append::Progress { analysis_id, progress, data, completion_notice } => {
+                        let row: Option<(String, String, Option<i64>)> =
+                            sqlx::query_as("SELECT owner_id, course_id, completed_at FROM analyses WHERE id = $1")
+                                .bind(analysis_id.to_string())
+                                .fetch_optional(&mut *conn)
+                                .await?;
+                        let Some((owner, course, completed_at)) = row else {
+                            return refused(AppError::NotFound("no such analysis"));
+                        };
+                        if completed_at.is_some() {
+                            return refused(AppError::Conflict("the analysis is already complete"));
+                        }
+                        let owner_id = super::super::parse_stored_id(&owner)?;
+                        let course_id = super::super::parse_stored_id(&course)?;
+                        let complete = *progress == 100;
+                        sqlx::query("UPDATE analyses SET progress = $1, completed_at = $2 WHERE id = $3")
+                            .bind(i32::from(*progress))
+                            .bind(complete.then_some(now.0))
+                            .bind(analysis_id.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                        let kind = if complete { ProgressKind::AnalysisComplete } else { ProgressKind::AnalysisProgress };
+                        let mut event = store(conn, StreamKey::Progress(owner_id), "service", None, now, |seq| ProgressEvent {
+                            kind,
+                            seq,
+                            user_id: owner_id,
+                            analysis_id: *analysis_id,
+                            progress: *progress,
+                            data: data.clone(),
+                            timestamp: now,
+                        })
+                        .await?;
+                        event.watch_course = Some(course_id);
+                        let mut events = vec![event];
+                        if complete {
+                            events.push(notify(conn, owner_id, completion_notice, now).await?);
+                        }
+                        Ok(Ok(Appended { events, duplicate: false }))
+                    }
+                }
+            }
+
+            /// The sender and channel of a message that exists in the course and is not deleted.
+            async fn live_message(conn: &mut Conn, course_id: Uuid, message_id: Uuid) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+                sqlx::query_as(
+                    "SELECT sender_id, channel_id FROM messages WHERE id = $1 AND course_id = $2 AND deleted = FALSE",
+                )
+                .bind(message_id.to_string())
+                .bind(course_id.to_string())
+                .fetch_optional(&mut *conn)
+                .await
+            }
+
+            async fn notify(conn: &mut Conn, user_id: Uuid, n: &NewNotification, now: Timestamp) -> Result<StoredEvent, sqlx::Error> {
+                let notification_id = Uuid::new_v4();
+                let type_name = serde_json::to_value(n.notification_type).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                let priority_name = serde_json::to_value(n.priority).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                sqlx::query(
+                    "INSERT INTO notifications (id, user_id, notification_type, title, message, priority, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(notification_id.to_string())
+                .bind(user_id.to_string())
+                .bind(type_name.as_str())
+                .bind(n.title.as_str())
+                .bind(n.message.as_str())
+                .bind(priority_name.as_str())
+                .bind(now.0)
+                .execute(&mut *conn)
+                .await?;
+                store(conn, StreamKey::Notifications(user_id), "system", None, now, |seq| NotificationEvent {
+                    kind: NotificationKind::NotificationNew,
+                    seq,
+                    notification_id,
+                    user_id,
+                    notification_type: n.notification_type,
+                    title: n.title.as_str().to_owned(),
+                    message: n.message.as_str().to_owned(),
+                    priority: n.priority,
+                    timestamp: now,
+                })
+                .await
+            }
+        }
+    };
+}
+
+backend_appends!(sqlite_appends, sqlx::SqliteConnection);
+backend_appends!(postgres_appends, sqlx::PgConnection);
+
+impl Store {
+    /// Applies `ops` in order in one transaction. The outer error means the
+    /// transaction failed and nothing was stored; each inner result is one op's
+    /// outcome (a refusal stores nothing for that op only).
+    pub async fn append_batch(&self, ops: &[Append]) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
+        let now = Timestamp::now();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        match &*self.backend {
+            super::Backend::Sqlite { write, .. } => {
+                let mut tx = write.begin().await?;
+                for op in ops {
+                    outcomes.push(sqlite_appends::apply(&mut tx, op, now).await?);
+                }
+                tx.commit().await?;
+            }
+            super::Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for op in ops {
+                    outcomes.push(postgres_appends::apply(&mut tx, op, now).await?);
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Events of `stream` after `since`, oldest first, at most `limit`.
+    pub async fn read_stream(&self, stream: StreamKey, since: i64, limit: u32) -> Result<StreamPage, AppError> {
+        let rows: Vec<(i64, String)> = with_db!(self, read, pool => {
+            sqlx::query_as("SELECT seq, payload FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                .bind(stream.to_string())
+                .bind(since)
+                .bind(i64::from(limit) + 1)
+                .fetch_all(pool)
+                .await
+        })?;
+        let has_more = rows.len() > limit as usize;
+        let mut cursor = since;
+        let mut events = Vec::with_capacity(rows.len().min(limit as usize));
+        for (seq, payload) in rows.into_iter().take(limit as usize) {
+            cursor = seq;
+            events.push(RawValue::from_string(payload).map_err(AppError::internal)?);
+        }
+        Ok(StreamPage { events, cursor, has_more })
+    }
+
+    /// The `seq` of the stream's newest event (0 for an empty stream).
+    pub async fn stream_head(&self, stream: StreamKey) -> Result<i64, AppError> {
+        let head: Option<i64> = with_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT head FROM stream_heads WHERE stream = $1")
+                .bind(stream.to_string())
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(head.unwrap_or(0))
+    }
+
+    pub async fn create_analysis(
+        &self,
+        course_id: Uuid,
+        owner_id: Uuid,
+        input: &serde_json::Value,
+    ) -> Result<Uuid, AppError> {
+        let id = Uuid::new_v4();
+        let input = serde_json::to_string(input).map_err(AppError::internal)?;
+        with_db!(self, write, pool => {
+            sqlx::query("INSERT INTO analyses (id, course_id, owner_id, input, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id.to_string())
+                .bind(course_id.to_string())
+                .bind(owner_id.to_string())
+                .bind(&input)
+                .bind(Timestamp::now().0)
+                .execute(pool)
+                .await
+                .map(drop)
+        })?;
+        Ok(id)
+    }
+
+    pub async fn analysis(&self, id: Uuid) -> Result<Option<Analysis>, AppError> {
+        let row: Option<(String, String)> = with_db!(self, read, pool => {
+            sqlx::query_as("SELECT course_id, owner_id FROM analyses WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(|(course, owner)| {
+            Ok(Analysis { id, course_id: super::parse_stored_id(&course)?, owner_id: super::parse_stored_id(&owner)? })
+        })
+        .transpose()
+    }
+}
