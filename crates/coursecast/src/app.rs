@@ -11,7 +11,7 @@ use axum::middleware;
 use crate::{
     auth::{Authenticator, JwtKeys, PasswordHasher, resolve_jwt_secret},
     config::Settings,
-    events::{fanout::Fanout, publisher::Publisher},
+    events::{fanout::Fanout, publisher::Publisher, waiters::Waiters},
     http,
     realtime::{self, Connections, Realtime},
     state::AppState,
@@ -26,9 +26,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let passwords = tokio::task::spawn_blocking(PasswordHasher::new).await??;
     let (layer, io) = realtime::server::build(&settings);
     let connections = Arc::new(Connections::new(settings.max_connections, settings.max_sockets_per_user));
+    let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
     let state = AppState {
         auth: Authenticator::new(keys, store.clone()),
-        publisher: Publisher::start(store.clone(), Fanout::new(io.clone())),
+        publisher: Publisher::start(store.clone(), Fanout::new(io.clone(), waiters.clone())),
+        waiters,
         realtime: Realtime { io: io.clone(), layer, connections },
         settings: Arc::new(settings),
         store,
@@ -56,6 +58,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
     let io = state.realtime.io.clone();
+    let realtime = state.realtime.clone();
+    let waiters = state.waiters.clone();
     let gate = realtime::gate::Gate::new(&state.settings);
     let settings = state.settings.clone();
     let router = http::router(&state)
@@ -68,11 +72,13 @@ pub async fn run(
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
+            waiters.stop();
             // Close sockets so clients see a transport close and reconnect elsewhere.
             io.close().await;
         })
         .await
         .context("serving")?;
+    realtime.detach();
     store.close().await;
     tracing::info!("coursecast stopped");
     Ok(())

@@ -89,6 +89,10 @@ pub struct Settings {
     #[arg(long, env = "ENABLE_WEBSOCKET_FALLBACK", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_fallback: bool,
 
+    /// Long-poll requests that may wait at once on this node (`UNAVAILABLE` past it).
+    #[arg(long, env = "LONG_POLL_MAX_WAITERS", default_value_t = 10_000)]
+    pub long_poll_max_waiters: usize,
+
     /// Polling interval advertised to clients by `/api/realtime/status`, milliseconds.
     #[arg(long, env = "POLLING_INTERVAL", default_value_t = 5_000)]
     pub polling_interval_ms: u64,

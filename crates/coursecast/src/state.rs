@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 use crate::{
     auth::{Authenticator, PasswordHasher},
     config::Settings,
-    events::publisher::Publisher,
+    events::{publisher::Publisher, waiters::Waiters},
     realtime::Realtime,
     store::Store,
 };
@@ -23,6 +23,8 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     /// The one publish path: queue to the group-commit writer, then fan-out.
     pub publisher: Publisher,
+    /// Long-poll requests waiting for their stream to move.
+    pub waiters: Arc<Waiters>,
     /// The Socket.IO server and its connection manager.
     pub realtime: Realtime,
     /// When the process started serving, for `uptimeSeconds`.

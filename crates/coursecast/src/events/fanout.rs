@@ -1,23 +1,27 @@
-//! Delivery of committed events: to the Socket.IO rooms that subscribe to the
-//! event's stream. Each event is serialised once per broadcast (its stored JSON is
-//! passed through as is).
+//! Delivery of committed events: to long-poll waiters of the event's stream and to
+//! the Socket.IO rooms that subscribe to it. Each event is serialised once per
+//! broadcast (its stored JSON is passed through as is).
+
+use std::sync::Arc;
 
 use socketioxide::SocketIo;
 
-use super::{StoredEvent, StreamKey};
+use super::{StoredEvent, StreamKey, waiters::Waiters};
 use crate::realtime::{Namespace, rooms};
 
 #[derive(Clone)]
 pub struct Fanout {
     io: SocketIo,
+    waiters: Arc<Waiters>,
 }
 
 impl Fanout {
-    pub fn new(io: SocketIo) -> Self {
-        Self { io }
+    pub fn new(io: SocketIo, waiters: Arc<Waiters>) -> Self {
+        Self { io, waiters }
     }
 
     pub async fn deliver(&self, event: &StoredEvent) {
+        self.waiters.notify(event.stream, event.seq);
         let (namespace, name, mut targets) = match event.stream {
             StreamKey::Messages(course) => (Namespace::Chat, "message", vec![rooms::course(course)]),
             StreamKey::Annotations(course) => (Namespace::Collaboration, "annotation", vec![rooms::course(course)]),

@@ -1,8 +1,10 @@
 //! Real-time events: their streams, their wire shapes (PROTOCOL.md section 3, "Event
 //! payloads"), and the one pipeline every door publishes through (`publisher`).
 
+pub mod commands;
 pub mod fanout;
 pub mod publisher;
+pub mod waiters;
 
 use std::{fmt, sync::Arc};
 

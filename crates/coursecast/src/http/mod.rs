@@ -5,10 +5,13 @@
 //! -> CORS -> socket gate -> Socket.IO (takes `/socket.io/`) -> timeout -> body limit
 //! -> routes (auth routes add a per-IP rate limit).
 
+mod analyses;
 mod auth;
 mod courses;
 mod extract;
+mod notifications;
 mod ops;
+mod realtime;
 mod users;
 
 use std::{net::SocketAddr, time::Duration};
@@ -39,8 +42,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
     spawn_pruner(auth_limiter.clone());
     let auth_routes = auth::router().route_layer(middleware::from_fn_with_state(auth_limiter, rate_limit));
 
-    let api =
-        Router::new().nest("/auth", auth_routes).nest("/users", users::router()).nest("/courses", courses::router());
+    let api = Router::new()
+        .nest("/auth", auth_routes)
+        .nest("/users", users::router())
+        .nest("/courses", courses::router())
+        .nest("/notifications", notifications::router())
+        .nest("/analyses", analyses::router())
+        .nest("/realtime", realtime::router(state));
 
     Router::new()
         .nest("/api", api)

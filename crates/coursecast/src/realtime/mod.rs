@@ -50,6 +50,14 @@ pub struct Realtime {
 }
 
 impl Realtime {
+    /// Unregisters the namespaces: their handlers (which hold the app state) are
+    /// dropped and their sockets disconnected. Called once the server has stopped.
+    pub fn detach(&self) {
+        for namespace in Namespace::ALL {
+            self.io.delete_ns(namespace.path());
+        }
+    }
+
     /// Disconnects every socket of `user` in every namespace (logout, deletion).
     pub async fn disconnect_user(&self, user: Uuid) {
         for namespace in Namespace::ALL {

@@ -174,6 +174,21 @@ impl Store {
             .collect()
     }
 
+    /// Whether `user` is a member of a course `professor` teaches.
+    pub async fn teaches_member(&self, professor: Uuid, user: Uuid) -> Result<bool, AppError> {
+        let row: Option<(i32,)> = with_db!(self, read, pool => {
+            sqlx::query_as(
+                "SELECT 1 FROM courses c JOIN course_members m ON m.course_id = c.id
+                 WHERE c.professor_id = $1 AND m.user_id = $2 LIMIT 1",
+            )
+            .bind(professor.to_string())
+            .bind(user.to_string())
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row.is_some())
+    }
+
     pub async fn is_member(&self, course_id: Uuid, user_id: Uuid) -> Result<bool, AppError> {
         let row: Option<(i32,)> = with_db!(self, read, pool => {
             sqlx::query_as("SELECT 1 FROM course_members WHERE course_id = $1 AND user_id = $2")

@@ -125,7 +125,7 @@ impl TestApp {
     }
 
     /// Stops the server and waits until it has finished.
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -153,6 +153,19 @@ impl TestApp {
         let body =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Resp { status, headers, body }
+    }
+
+    /// Stops the server and starts it again on the same storage (a new port).
+    pub async fn restart(mut self) -> Self {
+        let settings = (*self.state.settings).clone();
+        // The data directory outlives this instance: the next one opens it.
+        self.data_dir = PathBuf::new();
+        self.stop().await;
+        Self::start(settings).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.request(Method::PATCH, path, token, Some(body)).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
@@ -286,9 +299,14 @@ pub const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // The namespace handlers hold the state (and its pool): release them, so a
+        // test's database connections close with its runtime.
+        self.state.realtime.detach();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }

@@ -104,7 +104,7 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn stops_on_request_and_releases_the_port() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let addr = app.addr;
     assert_eq!(app.get("/healthz", None).await.status, 200);
     app.stop().await;

@@ -8,17 +8,18 @@ use socketioxide::extract::SocketRef;
 
 use super::course_rooms::{self, JoinPayload, LeavePayload};
 use crate::{
-    access::{manages, require_course_reader},
-    domain::{ChannelId, ClientMsgId, MessageContent, parse_id},
+    domain::parse_id,
     error::AppError,
-    events::StreamKey,
+    events::{
+        StreamKey,
+        commands::{self, event_reply},
+    },
     realtime::{
         Namespace, Session,
         dispatch::{Ctx, Reply},
         rooms,
     },
     state::AppState,
-    store::{Append, Appended},
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
@@ -40,11 +41,11 @@ async fn leave(state: &AppState, ctx: Ctx, payload: LeavePayload) -> Result<Repl
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SendPayload {
-    pub course_id: String,
-    pub content: String,
-    pub channel_id: Option<String>,
-    pub client_msg_id: String,
+struct SendPayload {
+    course_id: String,
+    content: String,
+    channel_id: Option<String>,
+    client_msg_id: String,
 }
 
 #[derive(Deserialize)]
@@ -68,46 +69,27 @@ struct TypingPayload {
     course_id: String,
 }
 
-/// The ack of every stored event: `{ok: true, event}`.
-pub fn event_reply(appended: &Appended) -> Result<Reply, AppError> {
-    let event = appended.events.first().ok_or_else(|| AppError::internal(anyhow::anyhow!("append stored no event")))?;
-    let mut fields = Reply::new();
-    fields.insert("event".into(), serde_json::to_value(&*event.payload).map_err(AppError::internal)?);
-    Ok(fields)
+async fn send(state: &AppState, ctx: Ctx, p: SendPayload) -> Result<Reply, AppError> {
+    let course_id = parse_id(&p.course_id, "courseId")?;
+    let me = &ctx.session.user;
+    let membership = course_rooms::membership(&ctx, course_id);
+    let appended =
+        commands::send_message(state, me, membership, course_id, &p.content, p.channel_id.as_deref(), &p.client_msg_id)
+            .await?;
+    event_reply(&appended)
 }
 
-async fn send(state: &AppState, ctx: Ctx, payload: SendPayload) -> Result<Reply, AppError> {
-    let course_id = parse_id(&payload.course_id, "courseId")?;
-    let op = Append::SendMessage {
-        course_id,
-        sender_id: ctx.session.user.id,
-        channel_id: payload.channel_id.as_deref().map(ChannelId::parse).transpose()?,
-        content: MessageContent::parse(&payload.content, state.settings.message_max_chars)?,
-        client_msg_id: ClientMsgId::parse(&payload.client_msg_id)?,
-    };
-    course_rooms::require_member(state, &ctx, course_id).await?;
-    event_reply(&state.publisher.publish(op).await?)
+async fn edit(state: &AppState, ctx: Ctx, p: EditPayload) -> Result<Reply, AppError> {
+    let course_id = parse_id(&p.course_id, "courseId")?;
+    let membership = course_rooms::membership(&ctx, course_id);
+    event_reply(
+        &commands::edit_message(state, &ctx.session.user, membership, course_id, &p.message_id, &p.content).await?,
+    )
 }
 
-async fn edit(state: &AppState, ctx: Ctx, payload: EditPayload) -> Result<Reply, AppError> {
-    let course_id = parse_id(&payload.course_id, "courseId")?;
-    let op = Append::EditMessage {
-        course_id,
-        message_id: parse_id(&payload.message_id, "messageId")?,
-        editor_id: ctx.session.user.id,
-        content: MessageContent::parse(&payload.content, state.settings.message_max_chars)?,
-    };
-    course_rooms::require_member(state, &ctx, course_id).await?;
-    event_reply(&state.publisher.publish(op).await?)
-}
-
-async fn delete(state: &AppState, ctx: Ctx, payload: DeletePayload) -> Result<Reply, AppError> {
-    let course_id = parse_id(&payload.course_id, "courseId")?;
-    let message_id = parse_id(&payload.message_id, "messageId")?;
-    let me = ctx.session.user;
-    let course = require_course_reader(&state.store, course_id, &me).await?;
-    let op = Append::DeleteMessage { course_id, message_id, actor_id: me.id, may_moderate: manages(&course, &me) };
-    event_reply(&state.publisher.publish(op).await?)
+async fn delete(state: &AppState, ctx: Ctx, p: DeletePayload) -> Result<Reply, AppError> {
+    let course_id = parse_id(&p.course_id, "courseId")?;
+    event_reply(&commands::delete_message(state, &ctx.session.user, course_id, &p.message_id).await?)
 }
 
 async fn typing(_state: &AppState, ctx: Ctx, payload: TypingPayload) -> Result<Reply, AppError> {

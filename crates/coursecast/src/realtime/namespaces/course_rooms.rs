@@ -11,7 +11,7 @@ use crate::{
     access::require_course_reader,
     domain::parse_id,
     error::AppError,
-    events::{self, StreamKey},
+    events::{self, StreamKey, commands::Membership},
     realtime::{Namespace, dispatch::Ctx, dispatch::Reply, rooms},
     state::AppState,
 };
@@ -73,12 +73,9 @@ pub async fn leave(
     Ok(Reply::new())
 }
 
-/// Members may act on a course; a socket that joined it was checked already.
-pub async fn require_member(state: &AppState, ctx: &Ctx, course_id: Uuid) -> Result<(), AppError> {
-    if ctx.session.has_joined(course_id) {
-        return Ok(());
-    }
-    require_course_reader(&state.store, course_id, &ctx.session.user).await.map(drop)
+/// A socket that joined the course was checked at `join`.
+pub fn membership(ctx: &Ctx, course_id: Uuid) -> Membership {
+    if ctx.session.has_joined(course_id) { Membership::Checked } else { Membership::Unchecked }
 }
 
 /// Ephemeral events (typing, cursors) go only to rooms the socket is in.

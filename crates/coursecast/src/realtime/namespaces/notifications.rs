@@ -6,17 +6,18 @@ use std::sync::Arc;
 use serde::Deserialize;
 use socketioxide::extract::SocketRef;
 
-use super::{chat::event_reply, sync_reply};
+use super::sync_reply;
 use crate::{
-    domain::parse_id,
     error::AppError,
-    events::StreamKey,
+    events::{
+        StreamKey,
+        commands::{self, event_reply},
+    },
     realtime::{
         Session,
         dispatch::{Ctx, Reply},
     },
     state::AppState,
-    store::Append,
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
@@ -42,9 +43,5 @@ async fn sync(state: &AppState, ctx: Ctx, payload: SyncPayload) -> Result<Reply,
 }
 
 async fn read(state: &AppState, ctx: Ctx, payload: ReadPayload) -> Result<Reply, AppError> {
-    let op = Append::ReadNotification {
-        notification_id: parse_id(&payload.notification_id, "notificationId")?,
-        user_id: ctx.session.user.id,
-    };
-    event_reply(&state.publisher.publish(op).await?)
+    event_reply(&commands::read_notification(state, &ctx.session.user, &payload.notification_id).await?)
 }
