@@ -4,7 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use axum::middleware;
 
@@ -16,10 +16,13 @@ use crate::{
     realtime::{self, Connections, Realtime},
     state::AppState,
     store::Store,
+    telemetry::{live::LiveStats, metrics},
 };
 
 /// Opens storage, resolves the token secret and assembles the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    // Installed before anything records, so no early figure is lost.
+    metrics::handle();
     let secret = resolve_jwt_secret(settings.jwt_secret.as_deref(), &settings.data_dir)?;
     let store = Store::connect(&settings).await?;
     let keys = JwtKeys::new(&secret, &settings);
@@ -27,9 +30,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let (layer, io) = realtime::server::build(&settings);
     let connections = Arc::new(Connections::new(settings.max_connections, settings.max_sockets_per_user));
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
+    let stats = Arc::new(LiveStats::default());
     let state = AppState {
         auth: Authenticator::new(keys, store.clone()),
-        publisher: Publisher::start(store.clone(), Fanout::new(io.clone(), waiters.clone())),
+        publisher: Publisher::start(store.clone(), Fanout::new(io.clone(), waiters.clone(), stats.clone())),
+        stats,
         waiters,
         realtime: Realtime { io: io.clone(), layer, connections },
         settings: Arc::new(settings),
@@ -51,35 +56,71 @@ pub async fn serve(
 }
 
 /// Serves already-built state; tests use this to keep a handle on the same state.
+///
+/// Shutdown, once `shutdown` resolves: stop accepting, answer waiting long polls,
+/// close every socket's transport (official clients then reconnect by themselves),
+/// let in-flight requests and appends finish, close storage. Past
+/// `SHUTDOWN_TIMEOUT` the process stops waiting.
 pub async fn run(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = state.store.clone();
-    let io = state.realtime.io.clone();
-    let realtime = state.realtime.clone();
-    let waiters = state.waiters.clone();
-    let gate = realtime::gate::Gate::new(&state.settings);
     let settings = state.settings.clone();
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.send_replace(true);
+    });
+    let requested = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    if let Some(port) = settings.metrics_port {
+        let listener = TcpListener::bind(SocketAddr::new(settings.host, port)).await.context("binding METRICS_PORT")?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        let server = axum::serve(listener, http::metrics_router()).with_graceful_shutdown(requested(stopping.clone()));
+        tokio::spawn(async move {
+            if let Err(err) = server.await {
+                tracing::error!(error = %err, "metrics server failed");
+            }
+        });
+    }
+
+    let gate = realtime::gate::Gate::new(&settings);
     let router = http::router(&state)
         .with_state(state.clone())
         .layer(state.realtime.layer.clone())
         .layer(middleware::from_fn_with_state(gate, realtime::gate::gate));
     let router = http::outer_layers(router, &settings);
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = ?store.kind(), "coursecast listening");
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            waiters.stop();
-            // Close sockets so clients see a transport close and reconnect elsewhere.
-            io.close().await;
+    tracing::info!(addr = %listener.local_addr()?, database = ?state.store.kind(), "coursecast listening");
+    let (io, waiters) = (state.realtime.io.clone(), state.waiters.clone());
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown({
+            let stopping = stopping.clone();
+            async move {
+                requested(stopping).await;
+                tracing::info!("shutting down: releasing long polls and closing sockets");
+                waiters.stop();
+                io.close().await;
+            }
         })
-        .await
-        .context("serving")?;
-    realtime.detach();
-    store.close().await;
+        .into_future();
+    let drain = async {
+        server.await.context("serving")?;
+        state.publisher.drained().await;
+        anyhow::Ok(())
+    };
+    let deadline = async {
+        requested(stopping.clone()).await;
+        tokio::time::sleep(settings.shutdown_timeout()).await;
+    };
+    tokio::select! {
+        result = drain => result?,
+        () = deadline => tracing::warn!(timeout_secs = settings.shutdown_timeout_secs, "shutdown deadline passed; stopping anyway"),
+    }
+    state.realtime.detach();
+    state.store.close().await;
     tracing::info!("coursecast stopped");
     Ok(())
 }

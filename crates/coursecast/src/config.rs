@@ -117,6 +117,18 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 45)]
     pub request_timeout_secs: u64,
 
+    /// Directory of the built demo page (clients/js), served at `/demo/` when it exists.
+    #[arg(long, env = "DEMO_DIR", default_value = "clients/js/demo/dist")]
+    pub demo_dir: PathBuf,
+
+    /// Serve `/metrics` on this port instead of the main one (unset: the main port).
+    #[arg(long, env = "METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+
+    /// Longest a graceful shutdown may take before the process exits anyway, seconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+
     /// `json` for one JSON object per line; anything else: human-readable.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -137,6 +149,10 @@ impl Settings {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
     }
 
     pub fn jwt_ttl(&self) -> Duration {

@@ -9,6 +9,7 @@ use crate::{
     events::{publisher::Publisher, waiters::Waiters},
     realtime::Realtime,
     store::Store,
+    telemetry::live::LiveStats,
 };
 
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     /// The Socket.IO server and its connection manager.
     pub realtime: Realtime,
+    /// Recent delivery figures for the admin dashboard.
+    pub stats: Arc<LiveStats>,
     /// When the process started serving, for `uptimeSeconds`.
     pub started_at: Instant,
 }

@@ -4,12 +4,21 @@
 //! transaction (group commit), fans the new events out, and only then answers each
 //! caller. Nothing is delivered before it is committed.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::fanout::Fanout;
 use crate::{
     error::AppError,
     store::{Append, Appended, Store},
+    telemetry::metrics,
 };
 
 /// Appends queued before the writer starts refusing (callers then wait: backpressure).
@@ -23,6 +32,8 @@ type Reply = oneshot::Sender<Result<Appended, AppError>>;
 #[derive(Clone)]
 pub struct Publisher {
     queue: mpsc::Sender<(Append, Reply)>,
+    /// Appends handed in and not yet answered (queued, in a batch, or fanning out).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Publisher {
@@ -30,7 +41,15 @@ impl Publisher {
     pub fn start(store: Store, fanout: Fanout) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write_loop(store, fanout, rx));
-        Self { queue }
+        Self { queue, pending: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Resolves once every append handed in so far has been stored and delivered
+    /// (shutdown waits for this before closing storage).
+    pub async fn drained(&self) {
+        while self.pending.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Stores `op`, delivers its events, and returns them. A retry with a used
@@ -38,8 +57,13 @@ impl Publisher {
     pub async fn publish(&self, op: Append) -> Result<Appended, AppError> {
         let (reply, answer) = oneshot::channel();
         let stopping = || AppError::Unavailable("the server is shutting down");
-        self.queue.send((op, reply)).await.map_err(|_| stopping())?;
-        answer.await.map_err(|_| stopping())?
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let outcome = match self.queue.send((op, reply)).await {
+            Ok(()) => answer.await.map_err(|_| stopping()).and_then(|outcome| outcome),
+            Err(_) => Err(stopping()),
+        };
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        outcome
     }
 }
 
@@ -47,6 +71,7 @@ async fn write_loop(store: Store, fanout: Fanout, mut rx: mpsc::Receiver<(Append
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (ops, replies): (Vec<Append>, Vec<Reply>) = jobs.drain(..).unzip();
+        let started = Instant::now();
         let outcomes = match store.append_batch(&ops).await {
             Ok(outcomes) => outcomes,
             Err(err) => {
@@ -65,12 +90,14 @@ async fn write_loop(store: Store, fanout: Fanout, mut rx: mpsc::Receiver<(Append
                 outcomes
             }
         };
+        let committed = Instant::now();
+        metrics::batch_committed(ops.len(), committed - started);
         for (outcome, reply) in outcomes.into_iter().zip(replies) {
             if let Ok(appended) = &outcome
                 && !appended.duplicate
             {
                 for event in &appended.events {
-                    fanout.deliver(event).await;
+                    fanout.deliver(event, committed).await;
                 }
             }
             // The caller may have gone away (socket closed); the event is stored anyway.

@@ -17,6 +17,7 @@ use super::StreamKey;
 use crate::{
     error::AppError,
     store::{Store, StreamPage},
+    telemetry::metrics,
 };
 
 pub struct Waiters {
@@ -72,11 +73,12 @@ impl Waiters {
         if !page.events.is_empty() || wait.is_zero() || *self.stopping.borrow() {
             return Ok(page);
         }
-        let _permit = self
+        let permit = self
             .permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| AppError::Unavailable("too many requests are waiting"))?;
+        metrics::long_poll_waiters(self.waiting());
         let mut head = self.heads().entry(stream).or_insert_with(|| watch::Sender::new(0)).subscribe();
         let result = self.wait_for_news(store, stream, since, limit, wait, &mut head).await;
         drop(head);
@@ -84,6 +86,9 @@ impl Waiters {
         if heads.get(&stream).is_some_and(|h| h.receiver_count() == 0) {
             heads.remove(&stream);
         }
+        drop(heads);
+        drop(permit);
+        metrics::long_poll_waiters(self.waiting());
         result
     }
 

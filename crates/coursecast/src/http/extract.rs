@@ -33,6 +33,7 @@ impl From<QueryRejection> for AppError {
 impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::telemetry::metrics::payload_too_large("http");
             return AppError::PayloadTooLarge;
         }
         AppError::validation(rejection.body_text())

@@ -5,6 +5,7 @@
 //! -> CORS -> socket gate -> Socket.IO (takes `/socket.io/`) -> timeout -> body limit
 //! -> routes (auth routes add a per-IP rate limit).
 
+mod admin;
 mod analyses;
 mod auth;
 mod courses;
@@ -19,7 +20,7 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
-    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -29,11 +30,12 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    services::ServeDir,
     set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
 };
 
-use crate::{config::Settings, error::AppError, limits::IpRateLimiter, state::AppState};
+use crate::{config::Settings, error::AppError, limits::IpRateLimiter, state::AppState, telemetry::metrics};
 
 /// Every route of the HTTP API with its middleware, ready for `with_state`.
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -48,11 +50,18 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .nest("/courses", courses::router())
         .nest("/notifications", notifications::router())
         .nest("/analyses", analyses::router())
-        .nest("/realtime", realtime::router(state));
+        .nest("/realtime", realtime::router(state))
+        .nest("/admin", admin::api_router());
 
-    Router::new()
-        .nest("/api", api)
-        .merge(ops::router())
+    let mut router = Router::new().nest("/api", api).merge(ops::router()).merge(admin::page_router());
+    if settings.metrics_port.is_none() {
+        router = router.merge(metrics_router());
+    }
+    if settings.demo_dir.is_dir() {
+        router = router.nest_service("/demo", ServeDir::new(&settings.demo_dir));
+    }
+    router
+        .route_layer(middleware::from_fn(track_http))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(
@@ -78,6 +87,7 @@ pub fn outer_layers(router: Router, settings: &Settings) -> Router {
             AppError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(middleware::from_fn(log_request))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
@@ -109,9 +119,43 @@ async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next
     if let Some(ip) = ip
         && let Err(refusal) = limiter.check(ip)
     {
+        metrics::rate_limited("http_auth");
         return refusal.into_response();
     }
     next.run(request).await
+}
+
+/// `/metrics` in the Prometheus text format (on the main port, or on `METRICS_PORT`).
+pub fn metrics_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let handle = metrics::handle();
+    Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+}
+
+/// Requests by method, matched route and status (never the raw path: ids would
+/// make the label set unbounded).
+async fn track_http(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::http_request(method, route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// One log line per request: method, path, status, time. Socket.IO transport
+/// requests (a long poll every few seconds per polling client) log at debug.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    let (status, elapsed_ms) = (response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+    if path.starts_with("/socket.io") {
+        tracing::debug!(%method, path, status, elapsed_ms, "request");
+    } else {
+        tracing::info!(%method, path, status, elapsed_ms, "request");
+    }
+    response
 }
 
 /// Keeps a limiter's map bounded by pruning it every minute, for the process's life.

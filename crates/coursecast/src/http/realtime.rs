@@ -28,6 +28,7 @@ use crate::{
     realtime::Namespace,
     state::AppState,
     store::Timestamp,
+    telemetry::metrics,
 };
 
 /// The longest a poll may wait, seconds.
@@ -72,6 +73,15 @@ enum Polled {
 }
 
 impl Polled {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Messages => "messages",
+            Self::Annotations => "annotations",
+            Self::Notifications => "notifications",
+            Self::Progress => "progress",
+        }
+    }
+
     /// `id` is the course (messages, annotations) or the user (notifications, progress).
     async fn authorize(self, state: &AppState, me: &Identity, id: Uuid) -> Result<StreamKey, AppError> {
         match self {
@@ -110,6 +120,7 @@ async fn poll_stream(
         return Err(AppError::validation("wait must be a number of seconds"));
     }
     let stream = kind.authorize(state, me, id).await?;
+    metrics::poll_request(kind.label());
     let wait = Duration::from_secs_f64(wait.clamp(0.0, MAX_WAIT_SECS));
     let page = state.waiters.poll(&state.store, stream, since, events::page_limit(query.limit), wait).await?;
     Ok(AxumJson(serde_json::to_value(&page).map_err(AppError::internal)?))

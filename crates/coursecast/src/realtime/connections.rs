@@ -14,7 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Namespace, gate::ClientId};
-use crate::error::ErrorCode;
+use crate::{error::ErrorCode, telemetry::metrics};
 
 pub struct Connections {
     max_clients: usize,
@@ -73,6 +73,7 @@ impl Connections {
         *inner.clients.entry(client).or_default() += 1;
         *inner.by_namespace.entry(namespace).or_default() += 1;
         *inner.per_user.entry((namespace, user)).or_default() += 1;
+        inner.publish_gauges(namespace);
     }
 
     pub fn release(&self, namespace: Namespace, client: ClientId, user: Uuid) {
@@ -82,6 +83,7 @@ impl Connections {
             *count = count.saturating_sub(1);
         }
         decrement(&mut inner.per_user, (namespace, user));
+        inner.publish_gauges(namespace);
     }
 
     /// Records one more socket of `user` in a course room; true if it is their first.
@@ -126,6 +128,13 @@ impl Connections {
             user_entries: inner.per_user.len(),
             course_rooms: inner.presence.len(),
         }
+    }
+}
+
+impl Inner {
+    fn publish_gauges(&self, namespace: Namespace) {
+        metrics::clients(self.clients.len());
+        metrics::sockets(namespace.path(), self.by_namespace.get(&namespace).copied().unwrap_or(0));
     }
 }
 

@@ -1,9 +1,12 @@
 //! How every client->server event is handled, in one place: the rate-limit check,
-//! payload parsing into a typed struct (`VALIDATION_FAILED` on failure), the handler,
-//! and the answer: `{ok: true, ...}` / `{ok: false, error}` in the ack, or an `error`
+//! payload parsing into a typed struct (`VALIDATION_FAILED` on failure), the handler
+//! (a panic in it is caught and answered `INTERNAL` with an error id), metrics, and
+//! the answer: `{ok: true, ...}` / `{ok: false, error}` in the ack, or an `error`
 //! event when the client asked for no ack and the event failed.
 
-use std::{convert::Infallible, future::Future, sync::Arc};
+use std::{convert::Infallible, future::Future, panic::AssertUnwindSafe, sync::Arc};
+
+use futures_util::FutureExt;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -14,8 +17,8 @@ use socketioxide::{
     socket::Socket,
 };
 
-use super::Session;
-use crate::error::AppError;
+use super::{Namespace, Session};
+use crate::{error::AppError, telemetry::metrics};
 
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
 pub struct AckRequested(pub bool);
@@ -50,23 +53,32 @@ where
     Fut: Future<Output = Result<Reply, AppError>> + Send + 'static,
 {
     let session = session.clone();
+    let namespace = Namespace::from_path(socket.ns()).map_or("unknown", Namespace::path);
     socket.on(event, move |socket: SocketRef, TryData(data): TryData<Value>, AckRequested(wants_ack), ack: AckSender| {
         let handler = handler.clone();
         let session = session.clone();
         async move {
+            metrics::event_received(namespace, event);
             let outcome = match session.take_event() {
                 Ok(true) => match parse::<T>(data.unwrap_or(Value::Null)) {
-                    Ok(payload) => handler(Ctx { socket: socket.clone(), session }, payload).await,
+                    Ok(payload) => guarded(handler(Ctx { socket: socket.clone(), session }, payload)).await,
                     Err(err) => Err(err),
                 },
-                Ok(false) => Err(AppError::RateLimited { retry_after_secs: 1 }),
+                Ok(false) => {
+                    metrics::rate_limited("socket_event");
+                    Err(AppError::RateLimited { retry_after_secs: 1 })
+                }
                 Err(abuse) => {
                     tracing::warn!(socket_id = %socket.id, user_id = %session.user.id, event, "event flood: disconnecting");
+                    metrics::rate_limited("socket_event");
                     answer(&socket, event, wants_ack, ack, Err(abuse));
                     let _ = socket.disconnect();
                     return;
                 }
             };
+            if let Err(err) = &outcome {
+                metrics::event_refused(namespace, event, err.code().as_str());
+            }
             answer(&socket, event, wants_ack, ack, outcome);
         }
     });
@@ -86,6 +98,16 @@ pub fn on_unknown(socket: &SocketRef) {
             emit_error(&socket, &err);
         },
     );
+}
+
+/// Runs a handler, turning a panic into an `INTERNAL` refusal (logged with an id
+/// that the client receives) instead of a silently dropped event.
+async fn guarded(handler: impl Future<Output = Result<Reply, AppError>>) -> Result<Reply, AppError> {
+    AssertUnwindSafe(handler).catch_unwind().await.unwrap_or_else(|panic| {
+        let what =
+            panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
+        Err(AppError::internal(anyhow::anyhow!("event handler panicked: {}", what.unwrap_or_default())))
+    })
 }
 
 fn parse<T: DeserializeOwned>(data: Value) -> Result<T, AppError> {
@@ -114,5 +136,20 @@ fn answer(socket: &SocketRef, event: &str, wants_ack: bool, ack: AckSender, outc
 fn emit_error(socket: &SocketRef, err: &AppError) {
     if let Err(e) = socket.emit("error", &err.body()) {
         tracing::debug!(socket_id = %socket.id, error = %e, "error event not delivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_an_internal_error_with_an_id() {
+        let outcome = guarded(async { panic!("boom") }).await;
+        let body = outcome.unwrap_err().body();
+        assert_eq!(body.code, ErrorCode::Internal);
+        assert!(body.error_id.is_some());
+        assert_eq!(guarded(async { Ok(Reply::new()) }).await.unwrap(), Reply::new());
     }
 }

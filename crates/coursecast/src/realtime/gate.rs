@@ -1,5 +1,6 @@
-//! The HTTP gate in front of `/socket.io/`: refuses cross-site handshakes (Origin not
-//! in the allow-list, both transports: cross-site WebSocket hijacking), applies the
+//! The HTTP gate in front of `/socket.io/`: refuses cross-site handshakes (an Origin
+//! neither in the allow-list nor this server's own, on both transports: cross-site
+//! WebSocket hijacking), applies the
 //! per-IP handshake rate limit, and tags each new Engine.IO session with a client id
 //! so namespaces of one client count as one connection.
 
@@ -53,12 +54,19 @@ impl Gate {
     }
 }
 
+/// A page served by this server (the demo) talks to its own origin: not cross-site.
+fn is_same_origin(origin: &str, host: Option<&str>) -> bool {
+    let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    matches!((authority, host), (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host))
+}
+
 pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/socket.io") {
         return next.run(request).await;
     }
     if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| gate.origins.contains(o));
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let allowed = origin.to_str().is_ok_and(|o| gate.origins.contains(o) || is_same_origin(o, host));
         if !allowed {
             return AppError::Forbidden("this origin may not open sockets").into_response();
         }
@@ -72,4 +80,18 @@ pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) ->
         request.extensions_mut().insert(Handshake { client, rate_limited });
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_same_origin;
+
+    #[test]
+    fn same_origin_means_the_same_host_and_port() {
+        assert!(is_same_origin("http://127.0.0.1:3000", Some("127.0.0.1:3000")));
+        assert!(is_same_origin("https://Chat.Example.org", Some("chat.example.org")));
+        assert!(!is_same_origin("http://127.0.0.1:3001", Some("127.0.0.1:3000")));
+        assert!(!is_same_origin("http://evil.example", None));
+        assert!(!is_same_origin("null", Some("127.0.0.1:3000")));
+    }
 }

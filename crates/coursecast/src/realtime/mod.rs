@@ -31,6 +31,10 @@ pub enum Namespace {
 impl Namespace {
     pub const ALL: [Namespace; 4] = [Self::Chat, Self::Notifications, Self::Analytics, Self::Collaboration];
 
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|ns| ns.path() == path)
+    }
+
     pub fn path(self) -> &'static str {
         match self {
             Self::Chat => "/chat",

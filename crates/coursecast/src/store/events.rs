@@ -454,6 +454,7 @@ impl Store {
 
     /// Events of `stream` after `since`, oldest first, at most `limit`.
     pub async fn read_stream(&self, stream: StreamKey, since: i64, limit: u32) -> Result<StreamPage, AppError> {
+        let started = std::time::Instant::now();
         let rows: Vec<(i64, String)> = with_db!(self, read, pool => {
             sqlx::query_as("SELECT seq, payload FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3")
                 .bind(stream.to_string())
@@ -462,6 +463,7 @@ impl Store {
                 .fetch_all(pool)
                 .await
         })?;
+        crate::telemetry::metrics::db_query("read_stream", started.elapsed());
         let has_more = rows.len() > limit as usize;
         let mut cursor = since;
         let mut events = Vec::with_capacity(rows.len().min(limit as usize));

@@ -126,12 +126,14 @@ impl Store {
     }
 
     pub async fn user_auth_state(&self, id: Uuid) -> Result<Option<UserAuthState>, AppError> {
+        let started = std::time::Instant::now();
         let row: Option<(String, i64)> = with_db!(self, read, pool => {
             sqlx::query_as("SELECT role, tokens_valid_from FROM users WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(pool)
                 .await
         })?;
+        crate::telemetry::metrics::db_query("user_auth_state", started.elapsed());
         row.map(|(role, tokens_valid_from)| Ok(UserAuthState { role: role.parse()?, tokens_valid_from })).transpose()
     }
 

@@ -105,8 +105,12 @@ impl TestApp {
     }
 
     pub async fn start(settings: Settings) -> Self {
+        Self::start_on(settings, "127.0.0.1:0".parse().expect("address")).await
+    }
+
+    async fn start_on(settings: Settings, addr: SocketAddr) -> Self {
         let data_dir = settings.data_dir.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = app::build_state(settings).await.expect("build state");
         let (tx, rx) = oneshot::channel::<()>();
@@ -155,13 +159,13 @@ impl TestApp {
         Resp { status, headers, body }
     }
 
-    /// Stops the server and starts it again on the same storage (a new port).
+    /// Stops the server and starts it again on the same storage and port.
     pub async fn restart(mut self) -> Self {
         let settings = (*self.state.settings).clone();
         // The data directory outlives this instance: the next one opens it.
         self.data_dir = PathBuf::new();
         self.stop().await;
-        Self::start(settings).await
+        Self::start_on(settings, self.addr).await
     }
 
     pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Resp {

@@ -9,6 +9,7 @@ mod chat;
 mod connections;
 mod courses;
 mod middleware;
+mod observability;
 mod polling;
 mod seed;
 mod session;

@@ -43,6 +43,7 @@ use crate::{
     error::{AppError, ErrorCode},
     state::AppState,
     store::Timestamp,
+    telemetry::metrics,
 };
 
 pub fn register(io: &SocketIo, state: &AppState) {
@@ -72,8 +73,13 @@ async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, sta
         tracing::error!("socket without a gate tag: is the gate layer installed?");
         return Err(ErrorCode::ServerFull);
     };
+    let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let refuse = |code: ErrorCode| {
-        tracing::info!(namespace = namespace.path(), code = code.as_str(), "socket refused");
+        tracing::info!(namespace = namespace.path(), code = code.as_str(), request_id, "socket refused");
+        metrics::handshake_refused(code.as_str());
+        if code == ErrorCode::RateLimited {
+            metrics::rate_limited("socket_handshake");
+        }
         code
     };
     if handshake.rate_limited {
@@ -97,7 +103,16 @@ fn connected(namespace: Namespace, socket: SocketRef, state: AppState) {
     state.realtime.connections.register(namespace, session.client, user);
     socket.join(rooms::user(user));
     session.spawn_expiry_timer(socket.clone());
-    tracing::info!(namespace = namespace.path(), socket_id = %socket.id, user_id = %user, "socket connected");
+    let request_id = socket.req_parts().headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    tracing::info!(
+        namespace = namespace.path(),
+        socket_id = %socket.id,
+        user_id = %user,
+        request_id = request_id.as_deref().unwrap_or_default(),
+        transport = ?socket.transport_type(),
+        "socket connected"
+    );
+    metrics::socket_connected(namespace.path());
 
     dispatch::on_unknown(&socket);
     route!(&socket, &session, state, "reauth" => reauth);
@@ -115,15 +130,31 @@ fn connected(namespace: Namespace, socket: SocketRef, state: AppState) {
             course_rooms::announce_departure(&state, &socket, namespace, course, user);
         }
         state.realtime.connections.release(namespace, session.client, user);
+        metrics::socket_disconnected(namespace.path(), reason_label(reason));
         tracing::info!(
             namespace = namespace.path(),
             socket_id = %socket.id,
             user_id = %user,
-            reason = %reason,
+            request_id = request_id.as_deref().unwrap_or_default(),
+            reason = reason_label(reason),
             duration_ms = connected_at.elapsed().as_millis() as u64,
             "socket disconnected"
         );
     });
+}
+
+/// A short, bounded label for a disconnect reason (metrics and logs).
+fn reason_label(reason: DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::TransportClose => "transport_close",
+        DisconnectReason::MultipleHttpPollingError => "multiple_polling",
+        DisconnectReason::PacketParsingError => "packet_parsing",
+        DisconnectReason::TransportError => "transport_error",
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::ClientNSDisconnect => "client_disconnect",
+        DisconnectReason::ServerNSDisconnect => "server_disconnect",
+        DisconnectReason::ClosingServer => "server_closing",
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,46 @@
+//! The admin dashboard: a page embedded in the binary (no build step) at `/admin`,
+//! and the figures it polls every second from `/api/admin/stats` (ADMIN only).
+
+use axum::{
+    Json as AxumJson, Router,
+    extract::State,
+    http::header,
+    response::{Html, IntoResponse},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+use crate::{auth::AuthUser, error::AppError, state::AppState};
+
+const PAGE: &str = include_str!("../../assets/admin/index.html");
+const SCRIPT: &str = include_str!("../../assets/admin/dashboard.js");
+
+pub fn page_router() -> Router<AppState> {
+    Router::new().route("/admin", get(page)).route("/admin/dashboard.js", get(script))
+}
+
+pub fn api_router() -> Router<AppState> {
+    Router::new().route("/stats", get(stats))
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT)
+}
+
+async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<AxumJson<Value>, AppError> {
+    if !me.is_admin() {
+        return Err(AppError::Forbidden("only an ADMIN may read the dashboard"));
+    }
+    Ok(AxumJson(json!({
+        "connections": state.realtime.connections.stats(),
+        "eventsDelivered": state.stats.delivered_total(),
+        "latency": state.stats.latency(),
+        "longPollWaiters": state.waiters.waiting(),
+        "uptimeSeconds": state.started_at.elapsed().as_secs(),
+        "serverTime": crate::store::Timestamp::now(),
+    })))
+}

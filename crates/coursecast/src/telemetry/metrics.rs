@@ -1,0 +1,121 @@
+//! Prometheus metrics: every name and label set in one place, so labels stay
+//! bounded (namespaces, event names we registered, codes, matched routes; never
+//! user ids or raw paths).
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds: sub-millisecond to the long-poll ceiling.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Installs the process-wide recorder once (tests start several apps in one process)
+/// and returns the handle that renders `/metrics`.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("coursecast_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                    )
+                })
+                .map(|builder| builder.build_recorder());
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+                    }
+                    handle
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "metrics disabled: bad bucket configuration");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+pub fn clients(count: usize) {
+    gauge!("coursecast_socket_clients").set(count as f64);
+}
+
+pub fn sockets(namespace: &'static str, count: usize) {
+    gauge!("coursecast_socket_connections", "namespace" => namespace).set(count as f64);
+}
+
+pub fn socket_connected(namespace: &'static str) {
+    counter!("coursecast_socket_connects_total", "namespace" => namespace).increment(1);
+}
+
+pub fn socket_disconnected(namespace: &'static str, reason: &'static str) {
+    counter!("coursecast_socket_disconnects_total", "namespace" => namespace, "reason" => reason).increment(1);
+}
+
+pub fn handshake_refused(code: &'static str) {
+    counter!("coursecast_handshake_refusals_total", "code" => code).increment(1);
+}
+
+pub fn event_received(namespace: &'static str, event: &'static str) {
+    counter!("coursecast_socket_events_received_total", "namespace" => namespace, "event" => event).increment(1);
+}
+
+pub fn event_refused(namespace: &'static str, event: &'static str, code: &'static str) {
+    counter!("coursecast_socket_event_refusals_total", "namespace" => namespace, "event" => event, "code" => code)
+        .increment(1);
+}
+
+pub fn event_emitted(namespace: &'static str, event: &'static str) {
+    counter!("coursecast_socket_events_emitted_total", "namespace" => namespace, "event" => event).increment(1);
+}
+
+/// Sockets a broadcast could not reach (full buffer or closed).
+pub fn broadcast_failures(namespace: &'static str, count: usize) {
+    counter!("coursecast_broadcast_failures_total", "namespace" => namespace).increment(count as u64);
+}
+
+/// From the commit of an event's batch to the end of its broadcast.
+pub fn delivery_latency(latency: Duration) {
+    histogram!("coursecast_delivery_latency_seconds").record(latency.as_secs_f64());
+}
+
+pub fn batch_committed(size: usize, took: Duration) {
+    histogram!("coursecast_batch_size").record(size as f64);
+    histogram!("coursecast_db_query_seconds", "op" => "append_batch").record(took.as_secs_f64());
+}
+
+pub fn db_query(op: &'static str, took: Duration) {
+    histogram!("coursecast_db_query_seconds", "op" => op).record(took.as_secs_f64());
+}
+
+pub fn poll_request(stream: &'static str) {
+    counter!("coursecast_polling_requests_total", "stream" => stream).increment(1);
+}
+
+pub fn long_poll_waiters(count: usize) {
+    gauge!("coursecast_long_poll_waiters").set(count as f64);
+}
+
+/// `scope`: `http_auth`, `socket_handshake` or `socket_event`.
+pub fn rate_limited(scope: &'static str) {
+    counter!("coursecast_rate_limited_total", "scope" => scope).increment(1);
+}
+
+pub fn payload_too_large(transport: &'static str) {
+    counter!("coursecast_payload_refusals_total", "transport" => transport).increment(1);
+}
+
+pub fn http_request(method: String, route: String, status: u16, took: Duration) {
+    let status = status.to_string();
+    counter!("coursecast_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    histogram!("coursecast_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(took.as_secs_f64());
+}
