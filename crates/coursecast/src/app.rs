@@ -10,6 +10,7 @@ use axum::middleware;
 
 use crate::{
     auth::{Authenticator, JwtKeys, PasswordHasher, resolve_jwt_secret},
+    cluster::{Cluster, Remote},
     config::Settings,
     events::{fanout::Fanout, publisher::Publisher, waiters::Waiters},
     http,
@@ -29,14 +30,32 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let passwords = tokio::task::spawn_blocking(PasswordHasher::new).await??;
     let (layer, io) = realtime::server::build(&settings);
     let connections = Arc::new(Connections::new(settings.max_connections, settings.max_sockets_per_user));
+    let cluster = match &settings.redis_url {
+        Some(url) => Some(Cluster::connect(url, &settings.redis_channel).await?),
+        None => None,
+    };
+    let realtime = Realtime { io: io.clone(), layer, connections, cluster: cluster.clone() };
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
     let stats = Arc::new(LiveStats::default());
+    let fanout = Fanout::new(realtime.clone(), waiters.clone(), stats.clone());
+    if let Some(cluster) = &cluster {
+        let (fanout, realtime) = (fanout.clone(), realtime.clone());
+        cluster.spawn_listener(move |remote| {
+            let (fanout, realtime) = (fanout.clone(), realtime.clone());
+            async move {
+                match remote {
+                    Remote::Deliver(event) => fanout.deliver_local(&event).await,
+                    Remote::DisconnectUser(user) => realtime.disconnect_local(user).await,
+                }
+            }
+        });
+    }
     let state = AppState {
         auth: Authenticator::new(keys, store.clone()),
-        publisher: Publisher::start(store.clone(), Fanout::new(io.clone(), waiters.clone(), stats.clone())),
+        publisher: Publisher::start(store.clone(), fanout),
         stats,
         waiters,
-        realtime: Realtime { io: io.clone(), layer, connections },
+        realtime,
         settings: Arc::new(settings),
         store,
         passwords,

@@ -33,6 +33,10 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Redis pub/sub channel the nodes of one deployment share.
+    #[arg(long, env = "REDIS_CHANNEL", default_value = "coursecast")]
+    pub redis_channel: String,
+
     /// HS256 secret for tokens; unset: generated once and kept in `DATA_DIR`.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

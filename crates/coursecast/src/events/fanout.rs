@@ -1,31 +1,43 @@
-//! Delivery of committed events: to long-poll waiters of the event's stream and to
-//! the Socket.IO rooms that subscribe to it. Each event is serialised once per
+//! Delivery of committed events: to long-poll waiters of the event's stream, to
+//! the Socket.IO rooms that subscribe to it, and to the other nodes (`cluster`). Each event is serialised once per
 //! broadcast (its stored JSON is passed through as is).
 
 use std::{sync::Arc, time::Instant};
 
-use socketioxide::{BroadcastError, SocketIo};
+use socketioxide::BroadcastError;
 
 use super::{StoredEvent, StreamKey, waiters::Waiters};
 use crate::{
-    realtime::{Namespace, rooms},
+    realtime::{Namespace, Realtime, rooms},
     telemetry::{live::LiveStats, metrics},
 };
 
 #[derive(Clone)]
 pub struct Fanout {
-    io: SocketIo,
+    realtime: Realtime,
     waiters: Arc<Waiters>,
     stats: Arc<LiveStats>,
 }
 
 impl Fanout {
-    pub fn new(io: SocketIo, waiters: Arc<Waiters>, stats: Arc<LiveStats>) -> Self {
-        Self { io, waiters, stats }
+    pub fn new(realtime: Realtime, waiters: Arc<Waiters>, stats: Arc<LiveStats>) -> Self {
+        Self { realtime, waiters, stats }
     }
 
-    /// Delivers `event`, committed at `committed`, to its waiters and rooms.
+    /// Delivers an event this node committed at `committed`: here, then to the
+    /// other nodes.
     pub async fn deliver(&self, event: &StoredEvent, committed: Instant) {
+        self.deliver_local(event).await;
+        let latency = committed.elapsed();
+        metrics::delivery_latency(latency);
+        self.stats.delivered(latency);
+        if let Some(cluster) = &self.realtime.cluster {
+            cluster.publish_event(event).await;
+        }
+    }
+
+    /// Delivers an event to this node's waiters and sockets.
+    pub async fn deliver_local(&self, event: &StoredEvent) {
         self.waiters.notify(event.stream, event.seq);
         let (namespace, name, mut targets) = match event.stream {
             StreamKey::Messages(course) => (Namespace::Chat, "message", vec![rooms::course(course)]),
@@ -36,7 +48,7 @@ impl Fanout {
         if let Some(course) = event.watch_course {
             targets.push(rooms::watch(course));
         }
-        let Some(operators) = self.io.of(namespace.path()) else {
+        let Some(operators) = self.realtime.io.of(namespace.path()) else {
             return;
         };
         match operators.to(targets).emit(name, &*event.payload).await {
@@ -50,8 +62,5 @@ impl Fanout {
             Err(err) => tracing::warn!(stream = %event.stream, seq = event.seq, error = %err, "broadcast failed"),
         }
         metrics::event_emitted(namespace.path(), name);
-        let latency = committed.elapsed();
-        metrics::delivery_latency(latency);
-        self.stats.delivered(latency);
     }
 }

@@ -56,6 +56,22 @@ impl fmt::Display for StreamKey {
     }
 }
 
+impl std::str::FromStr for StreamKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, id) = s.split_once(':').ok_or_else(|| format!("no stream kind in {s:?}"))?;
+        let id = Uuid::parse_str(id).map_err(|e| format!("stream id in {s:?}: {e}"))?;
+        match kind {
+            "messages" => Ok(Self::Messages(id)),
+            "annotations" => Ok(Self::Annotations(id)),
+            "notifications" => Ok(Self::Notifications(id)),
+            "progress" => Ok(Self::Progress(id)),
+            other => Err(format!("unknown stream kind {other:?}")),
+        }
+    }
+}
+
 /// An event as committed: its stream, its `seq`, and its JSON exactly as stored (and
 /// therefore exactly as every socket and polling client receives it).
 #[derive(Debug, Clone)]

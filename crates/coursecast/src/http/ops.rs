@@ -14,11 +14,17 @@ async fn healthz() -> Json<Value> {
     Json(json!({"ok": true}))
 }
 
-/// The database answers; 503 `UNAVAILABLE` otherwise.
+/// The database (and Redis, when configured) answers; 503 `UNAVAILABLE` otherwise.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check: database unreachable");
         AppError::Unavailable("the database is unreachable")
     })?;
-    Ok(Json(json!({"ok": true, "database": state.store.kind()})))
+    if let Some(cluster) = &state.realtime.cluster {
+        cluster.ping().await.map_err(|e| {
+            tracing::warn!(error = %e, "readiness check: Redis unreachable");
+            AppError::Unavailable("Redis is unreachable")
+        })?;
+    }
+    Ok(Json(json!({"ok": true, "database": state.store.kind(), "redis": state.realtime.cluster.is_some()})))
 }

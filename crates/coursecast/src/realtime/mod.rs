@@ -18,6 +18,8 @@ use uuid::Uuid;
 pub use connections::{ConnectionStats, Connections};
 pub use session::Session;
 
+use crate::cluster::Cluster;
+
 /// The namespaces of the contract; any other is refused by Socket.IO itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +53,8 @@ pub struct Realtime {
     pub io: SocketIo,
     pub layer: SocketIoLayer,
     pub connections: Arc<Connections>,
+    /// The other nodes, when `REDIS_URL` is set.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Realtime {
@@ -62,8 +66,17 @@ impl Realtime {
         }
     }
 
-    /// Disconnects every socket of `user` in every namespace (logout, deletion).
+    /// Disconnects every socket of `user` in every namespace, on every node
+    /// (logout, deletion).
     pub async fn disconnect_user(&self, user: Uuid) {
+        self.disconnect_local(user).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.publish_disconnect(user).await;
+        }
+    }
+
+    /// Disconnects the user's sockets on this node only.
+    pub async fn disconnect_local(&self, user: Uuid) {
         for namespace in Namespace::ALL {
             if let Some(operators) = self.io.of(namespace.path())
                 && let Err(err) = operators.to(rooms::user(user)).disconnect().await

@@ -80,6 +80,22 @@ pub async fn test_settings() -> Settings {
     settings
 }
 
+/// Redis for the multi-node tests: `TEST_REDIS_URL` (default the local server). `None`
+/// (with a loud message) when unreachable outside CI; under `CI=true` that is a failure.
+pub async fn test_redis_url() -> Option<String> {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = match redis::Client::open(url.as_str()) {
+        Ok(client) => client.get_multiplexed_async_connection().await.is_ok(),
+        Err(_) => false,
+    };
+    if reachable {
+        return Some(url);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "Redis unreachable at {url} under CI");
+    eprintln!("\n!!!!!!!! SKIPPED: multi-node test, no Redis at {url} (set TEST_REDIS_URL) !!!!!!!!\n");
+    None
+}
+
 /// Creates an empty schema and returns a URL whose connections use it.
 async fn fresh_postgres_schema(url: &str) -> String {
     use sqlx::Connection;
@@ -102,6 +118,14 @@ impl TestApp {
         let mut settings = test_settings().await;
         configure(&mut settings);
         Self::start(settings).await
+    }
+
+    /// Another node of the same deployment: same storage, same Redis channel.
+    pub async fn another_node(&self) -> Self {
+        let mut node = Self::start((*self.state.settings).clone()).await;
+        // The first node owns (and removes) the shared data directory.
+        node.data_dir = PathBuf::new();
+        node
     }
 
     pub async fn start(settings: Settings) -> Self {

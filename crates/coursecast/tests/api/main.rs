@@ -6,6 +6,7 @@ mod helpers;
 
 mod accounts;
 mod chat;
+mod cluster;
 mod connections;
 mod courses;
 mod middleware;
