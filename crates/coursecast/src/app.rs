@@ -15,7 +15,7 @@ use crate::{
     events::{fanout::Fanout, publisher::Publisher, waiters::Waiters},
     http,
     realtime::{self, Connections, Realtime},
-    state::AppState,
+    state::{AppState, Shared},
     store::Store,
     telemetry::{live::LiveStats, metrics},
 };
@@ -50,7 +50,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             }
         });
     }
-    let state = AppState {
+    let state = AppState::new(Shared {
         auth: Authenticator::new(keys, store.clone()),
         publisher: Publisher::start(store.clone(), fanout),
         stats,
@@ -60,7 +60,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         store,
         passwords,
         started_at: Instant::now(),
-    };
+    });
     realtime::namespaces::register(&io, &state);
     Ok(state)
 }

@@ -1,7 +1,8 @@
-//! The state every HTTP handler and socket handler shares. Each field is cheap to
-//! clone (an `Arc` inside) and safe to use from any task.
+//! The state every HTTP handler and socket handler shares, safe to use from any
+//! task. Cloning it copies one pointer: every socket keeps a clone per event
+//! handler, so this keeps per-connection memory small.
 
-use std::{sync::Arc, time::Instant};
+use std::{ops::Deref, sync::Arc, time::Instant};
 
 use crate::{
     auth::{Authenticator, PasswordHasher},
@@ -13,7 +14,23 @@ use crate::{
 };
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     /// Read-only after start-up.
     pub settings: Arc<Settings>,
     /// Pools inside; every query goes through it.

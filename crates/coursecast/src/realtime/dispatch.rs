@@ -11,13 +11,14 @@ use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use socketioxide::{
+    SocketIo,
     adapter::Adapter,
     extract::{AckSender, SocketRef, TryData},
     handler::FromMessageParts,
     socket::Socket,
 };
 
-use super::{Namespace, Session};
+use super::{Namespace, Session, gate::ClientId, rooms};
 use crate::{error::AppError, telemetry::metrics};
 
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
@@ -54,7 +55,7 @@ where
 {
     let session = session.clone();
     let namespace = Namespace::from_path(socket.ns()).map_or("unknown", Namespace::path);
-    socket.on(event, move |socket: SocketRef, TryData(data): TryData<Value>, AckRequested(wants_ack), ack: AckSender| {
+    socket.on(event, move |socket: SocketRef, io: SocketIo, TryData(data): TryData<Value>, AckRequested(wants_ack), ack: AckSender| {
         let handler = handler.clone();
         let session = session.clone();
         async move {
@@ -69,10 +70,10 @@ where
                     Err(AppError::RateLimited { retry_after_secs: 1 })
                 }
                 Err(abuse) => {
-                    tracing::warn!(socket_id = %socket.id, user_id = %session.user.id, event, "event flood: disconnecting");
+                    tracing::warn!(socket_id = %socket.id, user_id = %session.user.id, event, "event flood: disconnecting the client");
                     metrics::rate_limited("socket_event");
                     answer(&socket, event, wants_ack, ack, Err(abuse));
-                    let _ = socket.disconnect();
+                    disconnect_client(&io, session.client).await;
                     return;
                 }
             };
@@ -98,6 +99,20 @@ pub fn on_unknown(socket: &SocketRef) {
             emit_error(&socket, &err);
         },
     );
+}
+
+/// Disconnects every socket of one client, in every namespace. Packets the client
+/// still has in flight then reach sockets that are gone, which makes Socket.IO
+/// close the whole connection anyway; doing it for all namespaces at once keeps the
+/// outcome the same whatever is in flight.
+async fn disconnect_client(io: &SocketIo, client: ClientId) {
+    for namespace in Namespace::ALL {
+        if let Some(operators) = io.of(namespace.path())
+            && let Err(err) = operators.to(rooms::client(client)).disconnect().await
+        {
+            tracing::debug!(error = %err, "disconnecting a flooding client");
+        }
+    }
 }
 
 /// Runs a handler, turning a panic into an `INTERNAL` refusal (logged with an id

@@ -13,6 +13,11 @@ pub fn user(user: Uuid) -> String {
     format!("user:{user}")
 }
 
+/// Every socket of one client (Engine.IO session), across namespaces.
+pub fn client(client: super::gate::ClientId) -> String {
+    format!("client:{}", client.0)
+}
+
 /// Professors and ADMINs watching a course's analysis progress.
 pub fn watch(course: Uuid) -> String {
     format!("watch:{course}")

@@ -33,6 +33,17 @@ pub struct Session {
     courses: Mutex<Vec<Uuid>>,
     /// The token's `exp` (seconds); `None` stops the timer (socket gone).
     expiry: watch::Sender<Option<i64>>,
+    lifecycle: Mutex<Lifecycle>,
+}
+
+/// Where a socket is between the handshake and its disconnect. Socket.IO runs the
+/// connect handler in a task of its own, so a disconnect may come first; the
+/// connection manager must then neither count it nor leave it counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Admitted,
+    Counted,
+    Closed,
 }
 
 impl Session {
@@ -47,7 +58,30 @@ impl Session {
             strikes: AtomicU32::new(0),
             courses: Mutex::new(Vec::new()),
             expiry: watch::Sender::new(Some(user.expires_at)),
+            lifecycle: Mutex::new(Lifecycle::Admitted),
         }
+    }
+
+    fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
+        self.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `count` once the socket is connected, unless it is already gone.
+    pub fn count_in(&self, count: impl FnOnce()) {
+        let mut lifecycle = self.lifecycle();
+        if *lifecycle == Lifecycle::Admitted {
+            count();
+            *lifecycle = Lifecycle::Counted;
+        }
+    }
+
+    /// Runs `uncount` at disconnect if the socket was counted; it is gone either way.
+    pub fn count_out(&self, uncount: impl FnOnce()) {
+        let mut lifecycle = self.lifecycle();
+        if *lifecycle == Lifecycle::Counted {
+            uncount();
+        }
+        *lifecycle = Lifecycle::Closed;
     }
 
     /// Takes one event from the bucket. `Ok(false)`: refused; `Err`: refused so often

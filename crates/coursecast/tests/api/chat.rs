@@ -243,7 +243,10 @@ async fn floods_are_refused_then_disconnected() {
     })
     .await;
     let ann = app.student("Ann").await;
-    let mut a = app.socket("/chat", &ann.token).await;
+    let connection = coursecast_client::Connection::open(&app.base, Default::default()).await.unwrap();
+    let mut a = connection.socket("/chat", Some(json!({"token": ann.token}))).await.unwrap();
+    let mut sibling = connection.socket("/notifications", Some(json!({"token": ann.token}))).await.unwrap();
+    let mut bystander = app.socket("/notifications", &ann.token).await;
     let mut codes = Vec::new();
     for _ in 0..6 {
         codes.push(ack_code(&a.call("leave", json!({"courseId": Uuid::new_v4()})).await.unwrap()).to_owned());
@@ -253,7 +256,11 @@ async fn floods_are_refused_then_disconnected() {
     for _ in 0..10 {
         a.emit("leave", json!({"courseId": Uuid::new_v4()})).unwrap();
     }
-    assert_eq!(a.disconnected(WAIT).await.as_deref(), Some("io server disconnect"));
+    // The whole client goes: every namespace on its connection.
+    assert!(a.disconnected(WAIT).await.is_some());
+    assert!(sibling.disconnected(WAIT).await.is_some());
+    assert_eq!(bystander.disconnected(QUIET).await, None, "another client stays");
+    assert_eq!(bystander.call("sync", json!({})).await.unwrap()["ok"], true);
 }
 
 #[tokio::test]

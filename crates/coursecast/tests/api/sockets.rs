@@ -105,6 +105,22 @@ async fn sockets_per_user_per_namespace_are_limited() {
     app.socket("/chat", &other.token).await;
 }
 
+/// Socket.IO starts the connect handler in a task of its own after sending CONNECT;
+/// an event sent the moment the client is connected must still be handled.
+#[tokio::test]
+async fn events_sent_at_once_after_connect_are_answered() {
+    let app = TestApp::spawn_with(|s| s.max_sockets_per_user = 1000).await;
+    let user = app.student("Quick").await;
+    let sockets = futures_util::future::join_all((0..100).map(|_| async {
+        let socket = app.socket("/chat", &user.token).await;
+        socket.call("leave", json!({"courseId": uuid::Uuid::new_v4()})).await
+    }))
+    .await;
+    for ack in sockets {
+        assert_eq!(ack.expect("no ack for an event sent at once")["ok"], true);
+    }
+}
+
 #[tokio::test]
 async fn handshakes_are_rate_limited_per_ip() {
     let app = TestApp::spawn_with(|s| s.socket_connects_per_sec_per_ip = 2).await;

@@ -66,7 +66,10 @@ pub fn register(io: &SocketIo, state: &AppState) {
     }
 }
 
-/// The handshake check; its error becomes the `connect_error` message.
+/// The handshake check; its error becomes the `connect_error` message. On success
+/// the socket is fully equipped here: socketioxide sends CONNECT right after the
+/// middleware and starts the connect handler in a task of its own, so anything the
+/// client sends at once must find its handlers and rooms already in place.
 async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, state: AppState) -> Result<(), ErrorCode> {
     let parts = socket.req_parts();
     let Some(handshake) = parts.extensions.get::<Handshake>().copied() else {
@@ -88,59 +91,69 @@ async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, sta
     let user = authenticate_handshake(&state.auth, auth.as_ref(), &parts.headers).await.map_err(refuse)?;
     state.realtime.connections.check(namespace, handshake.client, user.id).map_err(refuse)?;
     let settings = &state.settings;
-    let session = Session::new(user, handshake.client, settings.socket_events_per_sec, settings.socket_events_burst);
-    socket.extensions.insert(Arc::new(session));
+    let session =
+        Arc::new(Session::new(user, handshake.client, settings.socket_events_per_sec, settings.socket_events_burst));
+    socket.extensions.insert(session.clone());
+    socket.join([rooms::user(user.id), rooms::client(handshake.client)]);
+    equip(namespace, &socket, session, &state);
     Ok(())
 }
 
+/// Registers the socket's event handlers and its disconnect clean-up.
+fn equip(namespace: Namespace, socket: &SocketRef, session: Arc<Session>, state: &AppState) {
+    dispatch::on_unknown(socket);
+    route!(socket, &session, state, "reauth" => reauth);
+    match namespace {
+        Namespace::Chat => chat::register(socket, &session, state),
+        Namespace::Notifications => notifications::register(socket, &session, state),
+        Namespace::Analytics => analytics::register(socket, &session, state),
+        Namespace::Collaboration => collaboration::register(socket, &session, state),
+    }
+    let state = state.clone();
+    let admitted_at = std::time::Instant::now();
+    socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| async move {
+        let user = session.user.id;
+        session.close();
+        for course in session.take_courses() {
+            course_rooms::announce_departure(&state, &socket, namespace, course, user);
+        }
+        session.count_out(|| state.realtime.connections.release(namespace, session.client, user));
+        metrics::socket_disconnected(namespace.path(), reason_label(reason));
+        tracing::info!(
+            namespace = namespace.path(),
+            socket_id = %socket.id,
+            user_id = %user,
+            request_id = request_id(&socket),
+            reason = reason_label(reason),
+            duration_ms = admitted_at.elapsed().as_millis() as u64,
+            "socket disconnected"
+        );
+    });
+}
+
+/// The connect handler: counts the socket in and starts its token timer.
 fn connected(namespace: Namespace, socket: SocketRef, state: AppState) {
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         tracing::error!("connected socket without a session");
         let _ = socket.disconnect();
         return;
     };
-    let user = session.user.id;
-    state.realtime.connections.register(namespace, session.client, user);
-    socket.join(rooms::user(user));
+    session.count_in(|| state.realtime.connections.register(namespace, session.client, session.user.id));
     session.spawn_expiry_timer(socket.clone());
-    let request_id = socket.req_parts().headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     tracing::info!(
         namespace = namespace.path(),
         socket_id = %socket.id,
-        user_id = %user,
-        request_id = request_id.as_deref().unwrap_or_default(),
+        user_id = %session.user.id,
+        request_id = request_id(&socket),
         transport = ?socket.transport_type(),
         "socket connected"
     );
     metrics::socket_connected(namespace.path());
+}
 
-    dispatch::on_unknown(&socket);
-    route!(&socket, &session, state, "reauth" => reauth);
-    match namespace {
-        Namespace::Chat => chat::register(&socket, &session, &state),
-        Namespace::Notifications => notifications::register(&socket, &session, &state),
-        Namespace::Analytics => analytics::register(&socket, &session, &state),
-        Namespace::Collaboration => collaboration::register(&socket, &session, &state),
-    }
-
-    let connected_at = std::time::Instant::now();
-    socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| async move {
-        session.close();
-        for course in session.take_courses() {
-            course_rooms::announce_departure(&state, &socket, namespace, course, user);
-        }
-        state.realtime.connections.release(namespace, session.client, user);
-        metrics::socket_disconnected(namespace.path(), reason_label(reason));
-        tracing::info!(
-            namespace = namespace.path(),
-            socket_id = %socket.id,
-            user_id = %user,
-            request_id = request_id.as_deref().unwrap_or_default(),
-            reason = reason_label(reason),
-            duration_ms = connected_at.elapsed().as_millis() as u64,
-            "socket disconnected"
-        );
-    });
+/// The `X-Request-Id` of the socket's handshake request.
+fn request_id(socket: &SocketRef) -> &str {
+    socket.req_parts().headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
 /// A short, bounded label for a disconnect reason (metrics and logs).
