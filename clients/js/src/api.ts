@@ -1,0 +1,161 @@
+// The namespace APIs of the client: thin wrappers that turn calls into outbox writes,
+// subscriptions and ephemeral events of the facade, and re-emit its events.
+import type { CoursecastClient } from "./client.js";
+import { Emitter } from "./emitter.js";
+import type {
+  AnnotationEvent,
+  CursorEvent,
+  EventAck,
+  JoinResult,
+  MessageEvent,
+  NotificationEvent,
+  PresenceEvent,
+  ProgressEvent,
+  RosterEvent,
+  TypingEvent,
+} from "./types.js";
+
+/** A fresh `clientMsgId` (1-64 of `A-Z a-z 0-9 _ -`). */
+export function newClientMsgId(): string {
+  const c = globalThis.crypto;
+  if (c?.randomUUID) return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+}
+
+const enc = encodeURIComponent;
+
+export class ChatApi extends Emitter<{
+  message: [MessageEvent];
+  presence: [PresenceEvent];
+  typing: [TypingEvent];
+  roster: [RosterEvent];
+}> {
+  #c: CoursecastClient;
+  constructor(client: CoursecastClient) {
+    super();
+    this.#c = client;
+  }
+
+  /** Joins the course room; replays from `since`, from the stream's cursor, or (first time) from now. */
+  join(courseId: string, options: { since?: number } = {}): Promise<JoinResult> {
+    return this.#c._join("chat", courseId, options.since);
+  }
+
+  leave(courseId: string): Promise<{ ok: true }> {
+    return this.#c._leave("chat", courseId);
+  }
+
+  /** Queued until a transport carries it; retried with the same `clientMsgId` until answered. */
+  send(
+    courseId: string,
+    content: string,
+    options: { channelId?: string; clientMsgId?: string } = {},
+  ): Promise<EventAck<MessageEvent>> {
+    const clientMsgId = options.clientMsgId ?? newClientMsgId();
+    const body: Record<string, unknown> = { content, clientMsgId };
+    if (options.channelId !== undefined) body.channelId = options.channelId;
+    return this.#c._write({
+      namespace: "chat",
+      event: "send",
+      payload: { courseId, ...body },
+      http: { method: "POST", path: `/api/realtime/messages/${enc(courseId)}`, body },
+    });
+  }
+
+  edit(courseId: string, messageId: string, content: string): Promise<EventAck<MessageEvent>> {
+    return this.#c._write({
+      namespace: "chat",
+      event: "edit",
+      payload: { courseId, messageId, content },
+      http: { method: "PATCH", path: `/api/realtime/messages/${enc(courseId)}/${enc(messageId)}`, body: { content } },
+    });
+  }
+
+  delete(courseId: string, messageId: string): Promise<EventAck<MessageEvent>> {
+    return this.#c._write({
+      namespace: "chat",
+      event: "delete",
+      payload: { courseId, messageId },
+      http: { method: "DELETE", path: `/api/realtime/messages/${enc(courseId)}/${enc(messageId)}` },
+    });
+  }
+
+  /** Tells the room you are typing (sockets only: resolves false when not sent). */
+  typing(courseId: string): Promise<boolean> {
+    return this.#c._ephemeral("chat", "typing", { courseId });
+  }
+}
+
+export class NotificationsApi extends Emitter<{ notification: [NotificationEvent] }> {
+  #c: CoursecastClient;
+  constructor(client: CoursecastClient) {
+    super();
+    this.#c = client;
+  }
+
+  read(notificationId: string): Promise<EventAck<NotificationEvent>> {
+    return this.#c._write({
+      namespace: "notifications",
+      event: "read",
+      payload: { notificationId },
+      http: { method: "POST", path: `/api/realtime/notifications/${enc(notificationId)}/read` },
+    });
+  }
+}
+
+export class AnalyticsApi extends Emitter<{ progress: [ProgressEvent] }> {
+  #c: CoursecastClient;
+  constructor(client: CoursecastClient) {
+    super();
+    this.#c = client;
+  }
+
+  /**
+   * Receive the progress of a course's analyses (its professor, ADMIN). Renewed on every
+   * reconnect; sockets only (the contract has no polling endpoint for a course's progress).
+   */
+  watch(courseId: string): Promise<{ ok: true }> {
+    return this.#c._watch(courseId);
+  }
+}
+
+export class CollaborationApi extends Emitter<{
+  annotation: [AnnotationEvent];
+  cursor: [CursorEvent];
+  presence: [PresenceEvent];
+  roster: [RosterEvent];
+}> {
+  #c: CoursecastClient;
+  constructor(client: CoursecastClient) {
+    super();
+    this.#c = client;
+  }
+
+  join(courseId: string, options: { since?: number } = {}): Promise<JoinResult> {
+    return this.#c._join("collaboration", courseId, options.since);
+  }
+
+  leave(courseId: string): Promise<{ ok: true }> {
+    return this.#c._leave("collaboration", courseId);
+  }
+
+  annotate(
+    courseId: string,
+    documentId: string,
+    annotation: Record<string, unknown>,
+    options: { clientMsgId?: string } = {},
+  ): Promise<EventAck<AnnotationEvent>> {
+    const clientMsgId = options.clientMsgId ?? newClientMsgId();
+    return this.#c._write({
+      namespace: "collaboration",
+      event: "annotate",
+      payload: { courseId, documentId, annotation, clientMsgId },
+      http: { method: "POST", path: `/api/realtime/annotations/${enc(courseId)}`, body: { documentId, annotation, clientMsgId } },
+    });
+  }
+
+  /** Shares a cursor position (sockets only: resolves false when not sent). */
+  cursor(courseId: string, documentId: string, position: unknown): Promise<boolean> {
+    return this.#c._ephemeral("collaboration", "cursor", { courseId, documentId, position });
+  }
+}

@@ -1,0 +1,92 @@
+/** Payloads of PROTOCOL.md section 3 ("Event payloads") and the acks the client returns. */
+
+export interface MessageEvent {
+  type: "message_sent" | "message_edited" | "message_deleted";
+  seq: number;
+  messageId: string;
+  courseId: string;
+  channelId?: string;
+  senderId: string;
+  content?: string;
+  timestamp: string;
+}
+
+export interface NotificationEvent {
+  type: "notification_new" | "notification_read";
+  seq: number;
+  notificationId: string;
+  userId: string;
+  notificationType: "CNN_ANALYSIS_COMPLETE" | "PEER_CONNECTION" | "ASSIGNMENT_DUE" | "NEW_MESSAGE" | "SYSTEM_UPDATE";
+  title: string;
+  message: string;
+  priority: "LOW" | "NORMAL" | "HIGH" | "URGENT";
+  timestamp: string;
+}
+
+export interface ProgressEvent {
+  type: "analysis_progress" | "analysis_complete" | "session_update";
+  seq: number;
+  userId: string;
+  analysisId?: string;
+  progress?: number;
+  data: unknown;
+  timestamp: string;
+}
+
+export interface AnnotationEvent {
+  seq: number;
+  annotationId: string;
+  courseId: string;
+  documentId: string;
+  userId: string;
+  annotation: Record<string, unknown>;
+  timestamp: string;
+}
+
+export interface PresenceEvent {
+  courseId: string;
+  userId: string;
+  status: "online" | "offline";
+}
+
+export interface TypingEvent {
+  courseId: string;
+  userId: string;
+}
+
+export interface CursorEvent {
+  courseId: string;
+  documentId: string;
+  userId: string;
+  position: unknown;
+}
+
+/** Who is in a course room, from a `join` ack (sockets only; empty while polling). */
+export interface RosterEvent {
+  courseId: string;
+  online: string[];
+}
+
+export interface EventAck<E> {
+  ok: true;
+  event: E;
+}
+
+export interface JoinResult {
+  ok: true;
+  courseId: string;
+  /** The stream's cursor after the replay. */
+  cursor: number;
+  /** Users online in the room (sockets only; empty while polling). */
+  online: string[];
+}
+
+/** `connecting`: socket not up yet; `online`: sockets; `polling`: HTTP fallback; `offline`: nothing works. */
+export type Status = "connecting" | "online" | "polling" | "offline";
+
+/** A page of a stored stream, as the socket `sync` ack and the polling endpoints answer. */
+export interface Page<E> {
+  events: E[];
+  cursor: number;
+  hasMore: boolean;
+}
