@@ -37,8 +37,10 @@ function draw(canvas, lines) {
     ctx.strokeStyle = line.color;
     ctx.lineWidth = 2 * ratio;
     ctx.beginPath();
+    // The newest sample sits at the right edge; history grows leftwards.
+    const offset = HISTORY - line.values.length;
     line.values.forEach((v, i) => {
-      const x = (i / (HISTORY - 1)) * width;
+      const x = ((offset + i) / (HISTORY - 1)) * width;
       const y = height - (v / max) * (height - 16 * ratio);
       if (i === 0) ctx.moveTo(x, y);
       else ctx.lineTo(x, y);
