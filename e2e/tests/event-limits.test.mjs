@@ -8,6 +8,10 @@ import assert from "node:assert/strict";
 import { startServer } from "../lib/server.mjs";
 import { Sockets, TRANSPORTS, ack, ackOk, collect, connected, sleep, waitFor } from "../lib/client.mjs";
 
+// PROTOCOL.md section 5: a flooding client is disconnected whole; with packets still
+// in flight the client may see the transport go before the disconnect packet.
+const FLOOD_REASONS = ["io server disconnect", "transport close", "transport error"];
+
 const MAX_PAYLOAD = 2048;
 
 // Two servers, so that one limit never trips the other: a polling client batches many
@@ -66,7 +70,7 @@ TRANSPORTS.forEach((transport, index) => {
         acks.push(ack(flooder, "leave", { courseId }, 8000).catch((err) => ({ timeout: err.message })));
       }
       const reason = await gone;
-      assert.equal(reason, "io server disconnect");
+      assert.ok(FLOOD_REASONS.includes(reason), `documented reasons only (PROTOCOL.md section 5): ${reason}`);
       const answered = (await Promise.all(acks)).filter((r) => !r.timeout);
       assert.ok(answered.some((r) => r.error?.code === "RATE_LIMITED"), `some acks said RATE_LIMITED: ${JSON.stringify(answered)}`);
 
@@ -96,7 +100,7 @@ TRANSPORTS.forEach((transport, index) => {
       }
       const reasons = [await gone, await siblingGone];
       for (const reason of reasons) {
-        assert.ok(["io server disconnect", "transport close"].includes(reason), `documented reasons only: ${reasons}`);
+        assert.ok(FLOOD_REASONS.includes(reason), `documented reasons only: ${reasons}`);
       }
       await sleep(1500); // lets the event bucket refill
       assert.equal(bystander.connected, true, "another client of the same user stays");
