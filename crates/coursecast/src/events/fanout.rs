@@ -38,7 +38,7 @@ impl Fanout {
 
     /// Delivers an event to this node's waiters and sockets.
     pub async fn deliver_local(&self, event: &StoredEvent) {
-        self.waiters.notify(event.stream, event.seq);
+        self.waiters.notify(event);
         let (namespace, name, mut targets) = match event.stream {
             StreamKey::Messages(course) => (Namespace::Chat, "message", vec![rooms::course(course)]),
             StreamKey::Annotations(course) => (Namespace::Collaboration, "annotation", vec![rooms::course(course)]),

@@ -3,7 +3,9 @@
 //!
 //! One `watch` channel per stream that has waiters, created on demand and removed
 //! when its last waiter leaves, so the map is bounded by the waiters, and they by a
-//! semaphore (`UNAVAILABLE` past it).
+//! semaphore (`UNAVAILABLE` past it). The channel carries the stream's newest events
+//! (its tail), so thousands of waiters woken by one event answer from memory
+//! instead of each querying the database for the event that woke them.
 
 use std::{
     collections::HashMap,
@@ -11,17 +13,24 @@ use std::{
     time::Duration,
 };
 
+use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
 
-use super::StreamKey;
+use super::{StoredEvent, StreamKey};
 use crate::{
     error::AppError,
     store::{Store, StreamPage},
     telemetry::metrics,
 };
 
+/// Events kept per watched stream: enough for any burst between two polls.
+const TAIL: usize = 64;
+
+/// The newest events of a stream committed while it had waiters, oldest first.
+type Tail = Arc<Vec<(i64, Arc<RawValue>)>>;
+
 pub struct Waiters {
-    heads: Mutex<HashMap<StreamKey, watch::Sender<i64>>>,
+    heads: Mutex<HashMap<StreamKey, watch::Sender<Tail>>>,
     permits: Arc<Semaphore>,
     max: usize,
     /// Flips to true once at shutdown; every waiter returns at once.
@@ -38,14 +47,20 @@ impl Waiters {
         }
     }
 
-    fn heads(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, watch::Sender<i64>>> {
+    fn heads(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, watch::Sender<Tail>>> {
         self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Wakes the stream's waiters: `seq` was just committed.
-    pub fn notify(&self, stream: StreamKey, seq: i64) {
-        if let Some(head) = self.heads().get(&stream) {
-            head.send_replace(seq);
+    /// Wakes the stream's waiters with an event that was just committed.
+    pub fn notify(&self, event: &StoredEvent) {
+        if let Some(head) = self.heads().get(&event.stream) {
+            head.send_modify(|tail| {
+                let mut events = Vec::with_capacity(TAIL);
+                let keep = tail.len().min(TAIL - 1);
+                events.extend_from_slice(&tail[tail.len() - keep..]);
+                events.push((event.seq, event.payload.clone()));
+                *tail = Arc::new(events);
+            });
         }
     }
 
@@ -79,7 +94,7 @@ impl Waiters {
             .try_acquire_owned()
             .map_err(|_| AppError::Unavailable("too many requests are waiting"))?;
         metrics::long_poll_waiters(self.waiting());
-        let mut head = self.heads().entry(stream).or_insert_with(|| watch::Sender::new(0)).subscribe();
+        let mut head = self.heads().entry(stream).or_insert_with(|| watch::Sender::new(Tail::default())).subscribe();
         let result = self.wait_for_news(store, stream, since, limit, wait, &mut head).await;
         drop(head);
         let mut heads = self.heads();
@@ -99,7 +114,7 @@ impl Waiters {
         since: i64,
         limit: u32,
         wait: Duration,
-        head: &mut watch::Receiver<i64>,
+        head: &mut watch::Receiver<Tail>,
     ) -> Result<StreamPage, AppError> {
         // Subscribed first, read second: an event committed in between is not missed.
         let page = store.read_stream(stream, since, limit).await?;
@@ -109,18 +124,76 @@ impl Waiters {
         let mut stopping = self.stopping.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let moved = tokio::select! {
-                changed = head.changed() => changed.is_ok() && *head.borrow_and_update() > since,
+            let news = tokio::select! {
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    from_tail(&head.borrow_and_update(), since, limit)
+                }
                 () = tokio::time::sleep_until(deadline) => break,
                 () = async { drop(stopping.wait_for(|stop| *stop).await) } => break,
             };
-            if moved {
-                let page = store.read_stream(stream, since, limit).await?;
-                if !page.events.is_empty() {
-                    return Ok(page);
+            match news {
+                News::Nothing => continue,
+                News::Page(page) => return Ok(page),
+                News::Unknown => {
+                    let page = store.read_stream(stream, since, limit).await?;
+                    if !page.events.is_empty() {
+                        return Ok(page);
+                    }
                 }
             }
         }
         store.read_stream(stream, since, limit).await
+    }
+}
+
+/// What a woken waiter learns from the tail.
+#[derive(Debug)]
+enum News {
+    /// Nothing after the waiter's cursor (woken by an older event).
+    Nothing,
+    /// Every event after the cursor, from memory.
+    Page(StreamPage),
+    /// The tail does not reach back to the cursor: ask the database.
+    Unknown,
+}
+
+fn from_tail(tail: &[(i64, Arc<RawValue>)], since: i64, limit: u32) -> News {
+    let mut newer: Vec<&(i64, Arc<RawValue>)> = tail.iter().filter(|(seq, _)| *seq > since).collect();
+    if newer.is_empty() {
+        return News::Nothing;
+    }
+    // Events from other nodes may arrive out of order: only a gap-free run from the
+    // cursor on is an answer.
+    newer.sort_unstable_by_key(|(seq, _)| *seq);
+    let contiguous = newer.iter().enumerate().all(|(i, (seq, _))| *seq == since + 1 + i as i64);
+    if !contiguous {
+        return News::Unknown;
+    }
+    let has_more = newer.len() > limit as usize;
+    newer.truncate(limit as usize);
+    let cursor = newer.last().map_or(since, |(seq, _)| *seq);
+    News::Page(StreamPage { events: newer.into_iter().map(|(_, payload)| payload.clone()).collect(), cursor, has_more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(seqs: &[i64]) -> Vec<(i64, Arc<RawValue>)> {
+        seqs.iter().map(|seq| (*seq, Arc::from(RawValue::from_string(format!("{{\"seq\":{seq}}}")).unwrap()))).collect()
+    }
+
+    #[test]
+    fn the_tail_answers_only_gap_free_runs_after_the_cursor() {
+        assert!(matches!(from_tail(&tail(&[3, 4]), 4, 10), News::Nothing));
+        let News::Page(page) = from_tail(&tail(&[3, 4, 5, 6]), 4, 10) else { panic!("expected a page") };
+        assert_eq!((page.events.len(), page.cursor, page.has_more), (2, 6, false));
+        let News::Page(page) = from_tail(&tail(&[6, 5, 7]), 4, 2) else { panic!("out of order is sorted") };
+        assert_eq!((page.events[0].get(), page.cursor, page.has_more), ("{\"seq\":5}", 6, true));
+        assert!(matches!(from_tail(&tail(&[6, 7]), 4, 10), News::Unknown), "seq 5 is missing");
+        assert!(matches!(from_tail(&tail(&[5, 7]), 4, 10), News::Unknown), "seq 6 is missing");
     }
 }

@@ -76,13 +76,20 @@ impl Store {
     }
 
     pub async fn course(&self, id: Uuid) -> Result<Option<Course>, AppError> {
+        if let Some(course) = self.known.course(id) {
+            return Ok(Some(course));
+        }
         let row: Option<CourseRow> = with_db!(self, read, pool => {
             sqlx::query_as("SELECT id, title, professor_id, created_at FROM courses WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(pool)
                 .await
         })?;
-        Ok(row.map(Course::try_from).transpose()?)
+        let course = row.map(Course::try_from).transpose()?;
+        if let Some(course) = &course {
+            self.known.remember_course(course);
+        }
+        Ok(course)
     }
 
     /// The first course with this title taught by this professor (the seed's lookup).
@@ -190,6 +197,9 @@ impl Store {
     }
 
     pub async fn is_member(&self, course_id: Uuid, user_id: Uuid) -> Result<bool, AppError> {
+        if self.known.is_member(course_id, user_id) {
+            return Ok(true);
+        }
         let row: Option<(i32,)> = with_db!(self, read, pool => {
             sqlx::query_as("SELECT 1 FROM course_members WHERE course_id = $1 AND user_id = $2")
                 .bind(course_id.to_string())
@@ -197,6 +207,9 @@ impl Store {
                 .fetch_optional(pool)
                 .await
         })?;
+        if row.is_some() {
+            self.known.remember_member(course_id, user_id);
+        }
         Ok(row.is_some())
     }
 }

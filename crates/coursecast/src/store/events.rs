@@ -90,7 +90,7 @@ pub struct Appended {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamPage {
-    pub events: Vec<Box<RawValue>>,
+    pub events: Vec<Arc<RawValue>>,
     /// The `seq` of the last event returned, or `since` when none is.
     pub cursor: i64,
     pub has_more: bool,
@@ -469,7 +469,7 @@ impl Store {
         let mut events = Vec::with_capacity(rows.len().min(limit as usize));
         for (seq, payload) in rows.into_iter().take(limit as usize) {
             cursor = seq;
-            events.push(RawValue::from_string(payload).map_err(AppError::internal)?);
+            events.push(Arc::from(RawValue::from_string(payload).map_err(AppError::internal)?));
         }
         Ok(StreamPage { events, cursor, has_more })
     }

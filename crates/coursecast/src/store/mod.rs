@@ -52,6 +52,46 @@ pub(crate) enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// Facts that never change once true, remembered to spare a query per request.
+    known: Arc<Known>,
+}
+
+/// Courses are never edited or deleted and enrolments never removed (ids are never
+/// reused), so a course once read and a membership once seen stay true; the sets
+/// are cleared when they grow past a bound rather than kept in order.
+#[derive(Default)]
+struct Known {
+    courses: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Course>>,
+    members: std::sync::Mutex<std::collections::HashSet<(uuid::Uuid, uuid::Uuid)>>,
+}
+
+/// Entries each cache holds at most before it starts over.
+const KNOWN_MAX: usize = 100_000;
+
+impl Known {
+    fn course(&self, id: uuid::Uuid) -> Option<Course> {
+        self.courses.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    fn remember_course(&self, course: &Course) {
+        let mut courses = self.courses.lock().unwrap_or_else(|p| p.into_inner());
+        if courses.len() >= KNOWN_MAX {
+            courses.clear();
+        }
+        courses.insert(course.id, course.clone());
+    }
+
+    fn is_member(&self, course: uuid::Uuid, user: uuid::Uuid) -> bool {
+        self.members.lock().unwrap_or_else(|p| p.into_inner()).contains(&(course, user))
+    }
+
+    fn remember_member(&self, course: uuid::Uuid, user: uuid::Uuid) {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        if members.len() >= KNOWN_MAX {
+            members.clear();
+        }
+        members.insert((course, user));
+    }
 }
 
 /// Which backend a store runs on (for status pages and logs).
@@ -74,7 +114,7 @@ impl Store {
                     .connect_with(options)
                     .await
                     .context("connecting to PostgreSQL")?;
-                Self { backend: Arc::new(Backend::Postgres(pool)) }
+                Self { backend: Arc::new(Backend::Postgres(pool)), known: Arc::default() }
             }
             Some(url) if url.starts_with("sqlite:") => {
                 Self::open_sqlite(SqliteConnectOptions::from_str(url)?, settings).await?
@@ -108,7 +148,7 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .context("opening the SQLite database for reads")?;
-        Ok(Self { backend: Arc::new(Backend::Sqlite { read, write }) })
+        Ok(Self { backend: Arc::new(Backend::Sqlite { read, write }), known: Arc::default() })
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
