@@ -56,8 +56,9 @@ impl Fanout {
             Err(BroadcastError::Socket(failed)) => {
                 // Sockets whose buffer is full (or that just closed) miss the live copy;
                 // the event is stored, and they catch up from their cursor on reconnect.
+                // Counted, not logged at warn: under overload this is once per event.
                 metrics::broadcast_failures(namespace.path(), failed.len());
-                tracing::warn!(stream = %event.stream, seq = event.seq, sockets = failed.len(), "broadcast missed sockets");
+                tracing::debug!(stream = %event.stream, seq = event.seq, sockets = failed.len(), "broadcast missed sockets");
             }
             Err(err) => tracing::warn!(stream = %event.stream, seq = event.seq, error = %err, "broadcast failed"),
         }

@@ -21,7 +21,8 @@ use crate::{
     telemetry::metrics,
 };
 
-/// Appends queued before the writer starts refusing (callers then wait: backpressure).
+/// Appends queued at most; past it, publishing is refused at once with
+/// `UNAVAILABLE` (a fast, typed refusal beats acks that come half a minute late).
 const QUEUE: usize = 16 * 1024;
 /// Appends stored in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -58,9 +59,13 @@ impl Publisher {
         let (reply, answer) = oneshot::channel();
         let stopping = || AppError::Unavailable("the server is shutting down");
         self.pending.fetch_add(1, Ordering::AcqRel);
-        let outcome = match self.queue.send((op, reply)).await {
+        let outcome = match self.queue.try_send((op, reply)) {
             Ok(()) => answer.await.map_err(|_| stopping()).and_then(|outcome| outcome),
-            Err(_) => Err(stopping()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::publish_refused();
+                Err(AppError::Unavailable("the server is overloaded; retry with the same clientMsgId"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(stopping()),
         };
         self.pending.fetch_sub(1, Ordering::AcqRel);
         outcome
@@ -74,6 +79,10 @@ async fn write_loop(store: Store, fanout: Fanout, mut rx: mpsc::Receiver<(Append
         let started = Instant::now();
         let outcomes = match store.append_batch(&ops).await {
             Ok(outcomes) => outcomes,
+            // Storage is closing (shutdown): nothing queued can be stored any more.
+            Err(sqlx::Error::PoolClosed) => {
+                ops.iter().map(|_| Err(AppError::Unavailable("the server is shutting down"))).collect()
+            }
             Err(err) => {
                 // One bad append (or a conflict with another node) must not fail its
                 // neighbours: store each alone, so only the culprit sees the error.

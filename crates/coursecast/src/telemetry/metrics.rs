@@ -81,6 +81,11 @@ pub fn broadcast_failures(namespace: &'static str, count: usize) {
     counter!("coursecast_broadcast_failures_total", "namespace" => namespace).increment(count as u64);
 }
 
+/// Appends refused because the publisher's queue was full (overload).
+pub fn publish_refused() {
+    counter!("coursecast_publish_refusals_total").increment(1);
+}
+
 /// From the commit of an event's batch to the end of its broadcast.
 pub fn delivery_latency(latency: Duration) {
     histogram!("coursecast_delivery_latency_seconds").record(latency.as_secs_f64());
