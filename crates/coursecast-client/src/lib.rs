@@ -5,8 +5,12 @@
 //! namespace on it (several may share a connection, as browsers do). It speaks the
 //! text protocol only (no binary attachments), answers server pings, and turns
 //! acks, events, `connect_error` and disconnects into values a test can await.
+//!
+//! [`raw::RawSocket`] is the lean variant for load generation: no background tasks,
+//! raw frames, one task may drive many sockets.
 
 mod packet;
+pub mod raw;
 
 use std::{
     collections::HashMap,
@@ -41,6 +45,8 @@ pub enum ClientError {
     Closed,
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("tcp: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Something the server sent to one namespace socket.

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# The benchmark of BENCHMARKS.md: builds release binaries, seeds, and runs every
+# scenario of coursecast-bench against three servers in turn, each on its own port
+# with its own data: the Node baseline (bench/baseline-node), coursecast on SQLite,
+# coursecast on PostgreSQL (a fresh database per round). Servers are interleaved
+# within a round, ROUNDS rounds; every scenario gets a freshly started server process.
+# bench/summarize.py turns the results into the tables of BENCHMARKS.md (medians).
+#
+#   bench/run.sh                   # full run, 2 rounds (about 35 minutes)
+#   ROUNDS=3 bench/run.sh
+#   QUICK=1 ROUNDS=1 bench/run.sh  # small sizes, a couple of minutes: checks the set-up
+#   SERVERS="sqlite" bench/run.sh  # a subset (baseline sqlite postgres)
+#
+# Before measuring it waits (up to WAIT_IDLE_SECS, default 600) for a 1-minute load
+# below MAX_LOAD (0.7) and records the load it started with.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+ROUNDS=${ROUNDS:-2}
+QUICK=${QUICK:-0}
+SERVERS=${SERVERS:-"baseline sqlite postgres"}
+MAX_LOAD=${MAX_LOAD:-0.7}
+WAIT_IDLE_SECS=${WAIT_IDLE_SECS:-600}
+PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
+OUT=${OUT:-$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
+WORK=${WORK:-$(mktemp -d /tmp/coursecast-bench.XXXXXX)}
+mkdir -p "$OUT"
+
+# Sizes. QUICK=1 shrinks everything to check the set-up.
+if [ "$QUICK" = 1 ]; then
+  STUDENTS=2000 IDLE_N=1000 CONNECT_N=2000 ONE_COURSE_N=300 FAN_SUBS=200
+  FAN_RATES=50,200 FAN_SECS=4 ROOMS_COURSES=40 ROOMS_RATE=2000 ROOMS_SECS=4 POLL_N=300 POLL_SECS=6
+else
+  STUDENTS=18000 IDLE_N=10000 CONNECT_N=18000 ONE_COURSE_N=2000 FAN_SUBS=1000
+  FAN_RATES=50,100,200,500,1000,2000,5000 FAN_SECS=10 ROOMS_COURSES=400 ROOMS_RATE=20000 ROOMS_SECS=15
+  POLL_N=5000 POLL_SECS=20
+fi
+COURSE_SIZE=${COURSE_SIZE:-50}
+
+BENCH="$root/target/release/coursecast-bench"
+SERVER="$root/target/release/coursecast"
+export JWT_SECRET=${JWT_SECRET:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
+
+# coursecast's limits, raised for a load test (everything else at its default).
+export LOG_LEVEL=${LOG_LEVEL:-warn}
+export WEBSOCKET_MAX_CONNECTIONS=20000
+export WEBSOCKET_MAX_SOCKETS_PER_USER=100
+export SOCKET_CONNECTS_PER_SECOND_PER_IP=100000
+export SOCKET_EVENTS_PER_SECOND=100000
+export SOCKET_EVENTS_BURST=100000
+export LONG_POLL_MAX_WAITERS=20000
+
+declare -A PORT=([baseline]=4100 [sqlite]=3100 [postgres]=3200)
+
+log() { printf '\n[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+log "building release binaries"
+cargo build --release -p coursecast -p coursecast-bench
+log "installing the baseline's packages"
+(cd bench/baseline-node && npm ci --no-audit --no-fund --loglevel=error)
+
+{
+  echo "started: $(date -u +%FT%TZ)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "nproc: $(nproc)"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "kernel: $(uname -r)"
+  echo "fd limit: $(ulimit -Hn)"
+  echo "node: $(node --version)  rustc: $(rustc --version)"
+  echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | wc -l) uncommitted paths"
+  echo "rounds: $ROUNDS  quick: $QUICK  servers: $SERVERS"
+} > "$OUT/machine.txt"
+
+log "waiting for a 1-minute load below $MAX_LOAD (up to ${WAIT_IDLE_SECS}s)"
+waited=0
+while awk -v max="$MAX_LOAD" '{exit !($1 >= max)}' /proc/loadavg && [ "$waited" -lt "$WAIT_IDLE_SECS" ]; do
+  sleep 10
+  waited=$((waited + 10))
+done
+echo "load at start: $(cat /proc/loadavg) (waited ${waited}s)" | tee -a "$OUT/machine.txt" >&2
+
+pid=""
+start_server() { # kind round
+  local kind=$1 round=$2 port=${PORT[$1]} logf="$OUT/logs/$1-r$2.server.log"
+  mkdir -p "$OUT/logs"
+  case $kind in
+    baseline) env PORT="$port" node "$root/bench/baseline-node/server.mjs" >>"$logf" 2>&1 & ;;
+    sqlite) env PORT="$port" DATA_DIR="$WORK/sqlite-r$round" "$SERVER" >>"$logf" 2>&1 & ;;
+    postgres) env PORT="$port" DATA_DIR="$WORK/postgres-r$round" DATABASE_URL="${PG_ADMIN%/*}/bench_r${round}_$$" \
+      "$SERVER" >>"$logf" 2>&1 & ;;
+  esac
+  pid=$!
+  for _ in $(seq 1 150); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
+    sleep 0.2
+  done
+  echo "the $kind server did not come up (log: $logf)" >&2
+  return 1
+}
+
+stop_server() {
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 125); do
+    kill -0 "$pid" 2>/dev/null || { pid=""; return 0; }
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  pid=""
+}
+trap 'stop_server' EXIT
+
+seed() { # kind round -> seed file path
+  local kind=$1 round=$2 file="$WORK/seed-$1-r$2.json"
+  case $kind in
+    baseline) DATA_DIR="$WORK/baseline-seed" "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null ;;
+    sqlite) DATA_DIR="$WORK/sqlite-r$round" "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null ;;
+    postgres)
+      psql "$PG_ADMIN" -qc "CREATE DATABASE bench_r${round}_$$" >/dev/null
+      DATA_DIR="$WORK/postgres-r$round" DATABASE_URL="${PG_ADMIN%/*}/bench_r${round}_$$" \
+        "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null
+      ;;
+  esac
+  echo "$file"
+}
+
+scenario() { # kind round name args...
+  local kind=$1 round=$2 name=$3
+  shift 3
+  local port=${PORT[$kind]} dir="$OUT/r$round"
+  mkdir -p "$dir"
+  if ! start_server "$kind" "$round"; then
+    stop_server
+    return 0
+  fi
+  log "round $round, $kind: $name $*"
+  "$BENCH" --url "http://127.0.0.1:$port" --seed "$SEED" --server-pid "$pid" --label "$kind" \
+    --svg-dir "$OUT/svg/r$round" "$@" >"$dir/$kind-$name.out" 2>"$dir/$kind-$name.err" ||
+    echo "!! $kind $name failed (see $dir/$kind-$name.err)" >&2
+  kill -0 "$pid" 2>/dev/null || echo "!! the $kind server died during $name" | tee -a "$dir/$kind-$name.err" >&2
+  grep '^{' "$dir/$kind-$name.out" | sed "s/^{/{\"round\":$round,\"run\":\"$name\",/" >>"$OUT/results.jsonl" || true
+  stop_server
+  sleep 2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for kind in $SERVERS; do
+    log "round $round: seeding $kind"
+    SEED=$(seed "$kind" "$round")
+    scenario "$kind" "$round" idle idle --connections "$IDLE_N" --course-size "$COURSE_SIZE" --settle-secs 10
+    scenario "$kind" "$round" connect connect --connections "$CONNECT_N" --course-size "$COURSE_SIZE" --concurrency 256 --hold-secs 5
+    scenario "$kind" "$round" connect-one-course connect --connections "$ONE_COURSE_N" --hold-secs 2
+    scenario "$kind" "$round" fanout fanout --subscribers "$FAN_SUBS" --senders 10 --rate "$FAN_RATES" \
+      --duration "$FAN_SECS" --warmup 2 --drain 10 --stop-after-miss
+    scenario "$kind" "$round" rooms rooms --courses "$ROOMS_COURSES" --members 5 --rate "$ROOMS_RATE" --duration "$ROOMS_SECS"
+    scenario "$kind" "$round" polling polling --clients "$POLL_N" --rate 2 --duration "$POLL_SECS" --wait 25
+    if [ "$kind" = postgres ]; then
+      psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS bench_r${round}_$$ WITH (FORCE)" >/dev/null || true
+    fi
+  done
+done
+echo "finished: $(date -u +%FT%TZ); load $(cat /proc/loadavg)" >>"$OUT/machine.txt"
+rm -rf "$WORK"
+log "results in $OUT"
+python3 bench/summarize.py "$OUT" | tee "$OUT/summary.md"

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Turns a bench/run.sh results directory into the Markdown tables of BENCHMARKS.md.
+
+    python3 bench/summarize.py bench/results/<run>
+
+Figures are medians over rounds; "spread" is the smallest and largest round.
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+SERVERS = ["baseline", "sqlite", "postgres"]
+
+
+def load(directory):
+    rows = []
+    for line in (Path(directory) / "results.jsonl").read_text().splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def spread(values, digits=1):
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return ""
+    return f" ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
+
+
+def cell(values, digits=1):
+    return fmt(med(values), digits) + spread(values, digits)
+
+
+def by(rows, run):
+    out = defaultdict(list)
+    for r in rows:
+        if r.get("run") == run:
+            out[r["label"]].append(r)
+    return out
+
+
+def table(header, lines):
+    text = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    text += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
+    return "\n".join(text)
+
+
+def main(directory):
+    rows = load(directory)
+    servers = [s for s in SERVERS if any(r["label"] == s for r in rows)]
+    out = []
+    machine = Path(directory) / "machine.txt"
+    if machine.exists():
+        out.append("```text\n" + machine.read_text().strip() + "\n```\n")
+    rounds = sorted({r["round"] for r in rows})
+    out.append(f"Rounds: {len(rounds)}. Cells: median (min–max over rounds).\n")
+
+    # Fan-out sweep: per rate, per server.
+    fan = by(rows, "fanout")
+    rates = sorted({r["params"]["rate"] for rs in fan.values() for r in rs})
+    lines = []
+    highest = {}
+    for s in servers:
+        per_round_best = defaultdict(float)
+        for r in fan.get(s, []):
+            if r["results"]["held"]:
+                per_round_best[r["round"]] = max(per_round_best[r["round"]], r["params"]["rate"])
+        highest[s] = [per_round_best.get(rd, 0.0) for rd in rounds]
+        for rate in rates:
+            rs = [r for r in fan.get(s, []) if r["params"]["rate"] == rate]
+            if not rs:
+                continue
+            res = [r["results"] for r in rs]
+            lines.append([
+                s, fmt(rate, 0),
+                cell([x["latency"]["p50Ms"] for x in res]),
+                cell([x["latency"]["p99Ms"] for x in res]),
+                cell([x["latency"]["maxMs"] for x in res]),
+                cell([x["deliveredPerSec"] for x in res], 0),
+                cell([x["missedLive"] for x in res], 0),
+                cell([x["lostAfterRepair"] for x in res], 0),
+                cell([x["ackLatency"]["p99Ms"] for x in res]),
+                cell([x["cpu"]["serverPct"] for x in res], 0),
+                cell([x["cpu"]["generatorPct"] for x in res], 0),
+                cell([r["loadAtStart"][0] for r in rs], 2),
+                f"{sum(x['held'] for x in res)}/{len(res)}",
+            ])
+    out.append("### Fan-out: 1,000 subscribers of one course, 10 senders\n")
+    out.append(table(["server", "msg/s", "p50 ms", "p99 ms", "max ms", "delivered/s", "missed live",
+                      "lost after repair", "ack p99 ms", "server CPU %", "generator CPU %", "load at start", "held"], lines))
+    out.append("\nHighest rate held (p99 < 200 ms, nothing lost, every send acked) per round: " +
+               "; ".join(f"{s}: {', '.join(fmt(v, 0) for v in highest[s])}" for s in servers) + "\n")
+
+    def simple(run, title, columns):
+        data = by(rows, run)
+        lines = []
+        for s in servers:
+            res = [r["results"] for r in data.get(s, [])]
+            if res:
+                loads = [r["loadAtStart"][0] for r in data.get(s, [])]
+                lines.append([s] + [cell([f(x) for x in res], d) for (_, f, d) in columns] + [cell(loads, 2)])
+        out.append(f"### {title}\n")
+        out.append(table(["server"] + [c[0] for c in columns] + ["load at start"], lines) + "\n")
+
+    simple("idle", "Idle memory (connections joined, courses of 50)", [
+        ("connections held", lambda x: x["held"], 0),
+        ("server KiB / connection", lambda x: x["serverKiBPerConnection"], 2),
+        ("RSS before KiB", lambda x: x["serverRssBeforeKiB"], 0),
+        ("RSS after KiB", lambda x: x["serverRssAfterKiB"], 0),
+        ("failed", lambda x: x["failed"], 0),
+    ])
+    connect_cols = [
+        ("succeeded", lambda x: x["succeeded"], 0),
+        ("connect+join / s", lambda x: x["connectsPerSec"], 0),
+        ("p50 ms", lambda x: x["connectJoin"]["p50Ms"], 1),
+        ("p99 ms", lambda x: x["connectJoin"]["p99Ms"], 1),
+        ("failed", lambda x: x["failed"], 0),
+        ("hung", lambda x: x["hung"], 0),
+        ("dropped while held", lambda x: x["droppedWhileHeld"], 0),
+        ("server CPU %", lambda x: x["cpu"]["serverPct"], 0),
+    ]
+    simple("connect", "Handshakes: authenticated connect + join (courses of 50)", connect_cols)
+    simple("connect-one-course", "Handshakes into one course (every join announces presence to the room)", connect_cols)
+    simple("rooms", "Rooms: many courses of 5 members, one sender each", [
+        ("sent/s", lambda x: x["sendRate"], 0),
+        ("stored (acked) events/s", lambda x: x["storedPerSec"], 0),
+        ("p50 ms", lambda x: x["latency"]["p50Ms"], 1),
+        ("p99 ms", lambda x: x["latency"]["p99Ms"], 1),
+        ("ack p99 ms", lambda x: x["ackLatency"]["p99Ms"], 1),
+        ("lost after repair", lambda x: x["lostAfterRepair"], 0),
+        ("ack errors", lambda x: sum(x["ackErrors"].values()), 0),
+        ("unanswered sends", lambda x: x["unanswered"], 0),
+        ("server CPU %", lambda x: x["cpu"]["serverPct"], 0),
+    ])
+    simple("polling", "Long polling: clients waiting on one course, 2 msg/s posted", [
+        ("clients", lambda x: x["waitingAtStart"], 0),
+        ("p50 ms", lambda x: x["latency"]["p50Ms"], 1),
+        ("p99 ms", lambda x: x["latency"]["p99Ms"], 1),
+        ("max ms", lambda x: x["latency"]["maxMs"], 1),
+        ("lost", lambda x: x["lost"], 0),
+        ("poll errors", lambda x: sum(x["pollErrors"].values()), 0),
+        ("server CPU %", lambda x: x["cpu"]["serverPct"], 0),
+    ])
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest")

@@ -1,0 +1,108 @@
+//! What `/proc` says about the generator and the server: CPU time, resident memory,
+//! load; and the file-descriptor limit the generator raises for itself.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns (soft, hard) after.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let (_, hard) = rlimit::Resource::NOFILE.get()?;
+    rlimit::Resource::NOFILE.set(hard, hard)?;
+    rlimit::Resource::NOFILE.get()
+}
+
+fn stat_path(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds of a process (`None`: this process).
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path(pid)).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / TICKS_PER_SEC)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3, so field N is at index N - 3.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Resident memory of a process, KiB (`None`: this process).
+pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(|| "/proc/self/status".to_owned(), |pid| format!("/proc/{pid}/status"));
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The 1-, 5- and 15-minute load averages.
+pub fn loadavg() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// CPU use of the generator and the server over a stretch of wall time.
+#[derive(Clone)]
+pub struct CpuMeter {
+    started: Instant,
+    own: Option<f64>,
+    server: Option<f64>,
+    server_pid: Option<u32>,
+}
+
+/// Percent of one core (200 = both cores of this machine busy).
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuUse {
+    pub generator_pct: Option<f64>,
+    pub server_pct: Option<f64>,
+}
+
+impl CpuMeter {
+    pub fn start(server_pid: Option<u32>) -> Self {
+        Self {
+            started: Instant::now(),
+            own: cpu_seconds(None),
+            server: server_pid.and_then(|p| cpu_seconds(Some(p))),
+            server_pid,
+        }
+    }
+
+    pub fn read(&self) -> CpuUse {
+        let wall = self.started.elapsed().as_secs_f64().max(1e-6);
+        let pct = |before: Option<f64>, now: Option<f64>| match (before, now) {
+            (Some(b), Some(n)) => Some(((n - b) / wall * 1000.0).round() / 10.0),
+            _ => None,
+        };
+        CpuUse {
+            generator_pct: pct(self.own, cpu_seconds(None)),
+            server_pct: pct(self.server, self.server_pid.and_then(|p| cpu_seconds(Some(p)))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_lines_with_spaces_in_the_name() {
+        let line = "4242 (tokio runtime) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1 2 3";
+        assert_eq!(parse_cpu_ticks(line), Some(325));
+    }
+
+    #[test]
+    fn reads_this_process() {
+        assert!(cpu_seconds(None).is_some());
+        assert!(rss_kib(None).unwrap_or(0) > 0);
+        assert!(loadavg().is_some());
+    }
+}
