@@ -148,6 +148,10 @@ async fn join_replays_missed_messages_in_pages() {
     assert_eq!(rest["missed"].as_array().unwrap().len(), 30);
     assert_eq!((rest["cursor"].clone(), rest["hasMore"].clone()), (json!(130), json!(false)));
     assert_eq!(rest["missed"][29]["content"], "m129");
+    let all = late.call("join", json!({"courseId": course, "since": 0, "limit": 1000})).await.unwrap();
+    assert_eq!((all["missed"].as_array().unwrap().len(), all["hasMore"].clone()), (130, json!(false)));
+    let one = late.call("join", json!({"courseId": course, "since": 0, "limit": 0})).await.unwrap();
+    assert_eq!(one["missed"].as_array().unwrap().len(), 1, "limit is clamped to at least 1");
     let beyond = late.call("join", json!({"courseId": course, "since": 500})).await.unwrap();
     assert_eq!((beyond["cursor"].clone(), beyond["missed"].clone()), (json!(500), json!([])));
 }

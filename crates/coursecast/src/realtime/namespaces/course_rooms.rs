@@ -21,6 +21,8 @@ use crate::{
 pub struct JoinPayload {
     course_id: String,
     since: Option<i64>,
+    /// Page size of `missed`, as in polling (default 100, at most 1,000).
+    limit: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -48,7 +50,7 @@ pub async fn join(
     let page = match since {
         None => json!({"cursor": state.store.stream_head(stream).await?, "missed": [], "hasMore": false}),
         Some(since) => {
-            let page = state.store.read_stream(stream, since, events::page_limit(None)).await?;
+            let page = state.store.read_stream(stream, since, events::page_limit(payload.limit)).await?;
             json!({"cursor": page.cursor, "missed": page.events, "hasMore": page.has_more})
         }
     };
