@@ -10,8 +10,7 @@ use governor::{
 
 use crate::error::AppError;
 
-/// A keyed token bucket per client IP. Idle keys are pruned by [`IpRateLimiter::prune`],
-/// which the server calls periodically, so the map stays bounded by recent clients.
+/// A keyed token bucket per client IP; [`IpRateLimiter::spawn_pruner`] keeps it bounded.
 #[derive(Clone)]
 pub struct IpRateLimiter {
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
@@ -36,9 +35,18 @@ impl IpRateLimiter {
         })
     }
 
-    /// Forgets IPs whose buckets are full again.
-    pub fn prune(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+    /// Every minute, forgets IPs whose buckets are full again, so the map stays
+    /// bounded by recent clients. The task ends once the limiter is dropped.
+    pub fn spawn_pruner(&self) {
+        let limiter = Arc::downgrade(&self.limiter);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(limiter) = limiter.upgrade() else { return };
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        });
     }
 }

@@ -75,7 +75,8 @@ impl Waiters {
     }
 
     /// A page after `since`; if it is empty and `wait` is not zero, waits up to `wait`
-    /// for the stream to move and reads again.
+    /// for the stream to move. One database read per request unless woken by an
+    /// event the tail cannot answer.
     pub async fn poll(
         &self,
         store: &Store,
@@ -84,15 +85,18 @@ impl Waiters {
         limit: u32,
         wait: Duration,
     ) -> Result<StreamPage, AppError> {
-        let page = store.read_stream(stream, since, limit).await?;
-        if !page.events.is_empty() || wait.is_zero() || *self.stopping.borrow() {
-            return Ok(page);
+        if wait.is_zero() || *self.stopping.borrow() {
+            return store.read_stream(stream, since, limit).await;
         }
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| AppError::Unavailable("too many requests are waiting"))?;
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            // No room to wait; a request with something to return is still answered.
+            let page = store.read_stream(stream, since, limit).await?;
+            return if page.events.is_empty() {
+                Err(AppError::Unavailable("too many requests are waiting"))
+            } else {
+                Ok(page)
+            };
+        };
         metrics::long_poll_waiters(self.waiting());
         let mut head = self.heads().entry(stream).or_insert_with(|| watch::Sender::new(Tail::default())).subscribe();
         let result = self.wait_for_news(store, stream, since, limit, wait, &mut head).await;
@@ -137,14 +141,10 @@ impl Waiters {
             match news {
                 News::Nothing => continue,
                 News::Page(page) => return Ok(page),
-                News::Unknown => {
-                    let page = store.read_stream(stream, since, limit).await?;
-                    if !page.events.is_empty() {
-                        return Ok(page);
-                    }
-                }
+                News::Unknown => break,
             }
         }
+        // Woken by what the tail cannot answer, or out of time: ask storage once.
         store.read_stream(stream, since, limit).await
     }
 }

@@ -41,7 +41,7 @@ use crate::{config::Settings, error::AppError, limits::IpRateLimiter, state::App
 pub fn router(state: &AppState) -> Router<AppState> {
     let settings = &state.settings;
     let auth_limiter = IpRateLimiter::new(settings.auth_rate_per_sec, settings.auth_rate_burst);
-    spawn_pruner(auth_limiter.clone());
+    auth_limiter.spawn_pruner();
     let auth_routes = auth::router().route_layer(middleware::from_fn_with_state(auth_limiter, rate_limit));
 
     let api = Router::new()
@@ -156,17 +156,6 @@ async fn log_request(request: Request, next: Next) -> Response {
         tracing::info!(%method, path, status, elapsed_ms, "request");
     }
     response
-}
-
-/// Keeps a limiter's map bounded by pruning it every minute, for the process's life.
-pub fn spawn_pruner(limiter: IpRateLimiter) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            limiter.prune();
-        }
-    });
 }
 
 async fn not_found() -> AppError {

@@ -45,7 +45,7 @@ impl Gate {
     pub fn new(settings: &Settings) -> Self {
         let per_sec = settings.socket_connects_per_sec_per_ip;
         let limiter = IpRateLimiter::new(per_sec, per_sec.saturating_mul(2));
-        crate::http::spawn_pruner(limiter.clone());
+        limiter.spawn_pruner();
         Self {
             origins: Arc::new(settings.cors_origins.iter().map(|o| o.trim().to_owned()).collect()),
             limiter,
