@@ -7,9 +7,13 @@
 //! message, not the sender, ...) are decided before an append writes anything, so
 //! one refused append never spoils the rest of its batch.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use serde_json::value::RawValue;
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use super::{Store, Timestamp, with_db};
@@ -117,14 +121,135 @@ fn to_raw<T: serde::Serialize>(event: &T) -> Result<Arc<RawValue>, sqlx::Error> 
     serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e))).and_then(raw)
 }
 
+/// A send or an annotation: an insert carrying a `clientMsgId`, the hot path, which
+/// is stored in bulk.
+struct KeyedInsert<'a> {
+    op: &'a Append,
+    stream: StreamKey,
+    stream_name: String,
+    actor: String,
+    key: &'a str,
+}
+
+/// The `messages` row a send adds. New ids are time-ordered (UUIDv7) so the
+/// primary-key index grows at its end instead of dirtying a random page per insert.
+struct NewMessage {
+    id: Uuid,
+    course_id: Uuid,
+    sender_id: Uuid,
+    channel_id: Option<String>,
+}
+
+impl<'a> KeyedInsert<'a> {
+    fn of(op: &'a Append) -> Option<Self> {
+        let (stream, actor, key) = match op {
+            Append::SendMessage { course_id, sender_id, client_msg_id, .. } => {
+                (StreamKey::Messages(*course_id), sender_id, client_msg_id)
+            }
+            Append::Annotate { course_id, user_id, client_msg_id, .. } => {
+                (StreamKey::Annotations(*course_id), user_id, client_msg_id)
+            }
+            _ => return None,
+        };
+        Some(Self { op, stream, stream_name: stream.to_string(), actor: actor.to_string(), key: key.as_str() })
+    }
+
+    fn id(&self) -> (String, String, String) {
+        (self.stream_name.clone(), self.actor.clone(), self.key.to_owned())
+    }
+
+    /// The event's payload at `seq`, and the message row it needs, if any.
+    fn build(&self, seq: i64, now: Timestamp) -> Result<(Arc<RawValue>, Option<NewMessage>), sqlx::Error> {
+        match self.op {
+            Append::SendMessage { course_id, sender_id, channel_id, content, .. } => {
+                let message = NewMessage {
+                    id: Uuid::now_v7(),
+                    course_id: *course_id,
+                    sender_id: *sender_id,
+                    channel_id: channel_id.as_ref().map(|c| c.as_str().to_owned()),
+                };
+                let payload = to_raw(&MessageEvent {
+                    kind: MessageKind::MessageSent,
+                    seq,
+                    message_id: message.id,
+                    course_id: *course_id,
+                    channel_id: message.channel_id.clone(),
+                    sender_id: *sender_id,
+                    content: Some(content.as_str().to_owned()),
+                    timestamp: now,
+                })?;
+                Ok((payload, Some(message)))
+            }
+            Append::Annotate { course_id, document_id, user_id, annotation, .. } => {
+                let payload = to_raw(&AnnotationEvent {
+                    seq,
+                    annotation_id: Uuid::now_v7(),
+                    course_id: *course_id,
+                    document_id: document_id.as_str().to_owned(),
+                    user_id: *user_id,
+                    annotation: annotation.clone(),
+                    timestamp: now,
+                })?;
+                Ok((payload, None))
+            }
+            _ => Err(sqlx::Error::Protocol("not a keyed insert".into())),
+        }
+    }
+}
+
+/// What each keyed insert of a run does.
+enum KeyedStep {
+    /// A retry: answered with the event stored earlier under its key.
+    Original(StoredEvent),
+    /// A retry within the run: answered with the event of the op at this index.
+    SameAs(usize),
+    New,
+}
+
+struct KeyedPlan {
+    steps: Vec<KeyedStep>,
+    /// New events per stream, by stream name (the order streams are locked in).
+    new_per_stream: BTreeMap<String, i64>,
+}
+
+impl KeyedPlan {
+    fn new(keyed: &[KeyedInsert<'_>], originals: HashMap<(String, String, String), (i64, Arc<RawValue>)>) -> Self {
+        let mut first_of: HashMap<(String, String, String), usize> = HashMap::new();
+        let mut new_per_stream = BTreeMap::new();
+        let steps = keyed
+            .iter()
+            .enumerate()
+            .map(|(i, insert)| {
+                let id = insert.id();
+                if let Some((seq, payload)) = originals.get(&id) {
+                    return KeyedStep::Original(StoredEvent {
+                        stream: insert.stream,
+                        seq: *seq,
+                        payload: payload.clone(),
+                        watch_course: None,
+                    });
+                }
+                if let Some(first) = first_of.get(&id) {
+                    return KeyedStep::SameAs(*first);
+                }
+                *new_per_stream.entry(insert.stream_name.clone()).or_insert(0) += 1;
+                first_of.insert(id, i);
+                KeyedStep::New
+            })
+            .collect();
+        Self { steps, new_per_stream }
+    }
+}
+
 /// The same append logic for each backend: `$conn` is its connection type. Written
 /// once, compiled twice, so SQLite and PostgreSQL cannot drift apart.
 macro_rules! backend_appends {
-    ($module:ident, $conn:ty) => {
+    ($module:ident, $conn:ty, $db:ty) => {
         mod $module {
             use super::*;
 
             type Conn = $conn;
+            type Db = $db;
             type Outcome = Result<Result<Appended, AppError>, sqlx::Error>;
 
             /// Finds the event an earlier append with the same key produced.
@@ -187,38 +312,12 @@ macro_rules! backend_appends {
                 Ok(Err(err))
             }
 
-            pub async fn apply(conn: &mut Conn, op: &Append, now: Timestamp) -> Outcome {
+            /// Applies one op that is not a keyed insert.
+            async fn apply(conn: &mut Conn, op: &Append, now: Timestamp) -> Outcome {
                 match op {
-                    Append::SendMessage { course_id, sender_id, channel_id, content, client_msg_id } => {
-                        let stream = StreamKey::Messages(*course_id);
-                        let actor = sender_id.to_string();
-                        if let Some(original) = existing(conn, stream, &actor, client_msg_id.as_str()).await? {
-                            return Ok(Ok(Appended { events: vec![original], duplicate: true }));
-                        }
-                        let message_id = Uuid::new_v4();
-                        sqlx::query(
-                            "INSERT INTO messages (id, course_id, sender_id, channel_id, deleted, created_at)
-                             VALUES ($1, $2, $3, $4, FALSE, $5)",
-                        )
-                        .bind(message_id.to_string())
-                        .bind(course_id.to_string())
-                        .bind(&actor)
-                        .bind(channel_id.as_ref().map(|c| c.as_str()))
-                        .bind(now.0)
-                        .execute(&mut *conn)
-                        .await?;
-                        let event = store(conn, stream, &actor, Some(client_msg_id.as_str()), now, |seq| MessageEvent {
-                            kind: MessageKind::MessageSent,
-                            seq,
-                            message_id,
-                            course_id: *course_id,
-                            channel_id: channel_id.as_ref().map(|c| c.as_str().to_owned()),
-                            sender_id: *sender_id,
-                            content: Some(content.as_str().to_owned()),
-                            timestamp: now,
-                        })
-                        .await?;
-                        one(event)
+                    Append::SendMessage { .. } | Append::Annotate { .. } => {
+                        let mut outcomes = apply_keyed(conn, std::slice::from_ref(op), now).await?;
+                        Ok(outcomes.pop().unwrap_or_else(|| Err(AppError::internal(anyhow::anyhow!("no outcome")))))
                     }
                     Append::EditMessage { course_id, message_id, editor_id, content } => {
                         let Some((sender, channel_id)) = live_message(conn, *course_id, *message_id).await? else {
@@ -264,24 +363,6 @@ macro_rules! backend_appends {
                             channel_id,
                             sender_id: *actor_id,
                             content: None,
-                            timestamp: now,
-                        })
-                        .await?;
-                        one(event)
-                    }
-                    Append::Annotate { course_id, document_id, user_id, annotation, client_msg_id } => {
-                        let stream = StreamKey::Annotations(*course_id);
-                        let actor = user_id.to_string();
-                        if let Some(original) = existing(conn, stream, &actor, client_msg_id.as_str()).await? {
-                            return Ok(Ok(Appended { events: vec![original], duplicate: true }));
-                        }
-                        let event = store(conn, stream, &actor, Some(client_msg_id.as_str()), now, |seq| AnnotationEvent {
-                            seq,
-                            annotation_id: Uuid::new_v4(),
-                            course_id: *course_id,
-                            document_id: document_id.as_str().to_owned(),
-                            user_id: *user_id,
-                            annotation: annotation.clone(),
                             timestamp: now,
                         })
                         .await?;
@@ -378,6 +459,125 @@ macro_rules! backend_appends {
                 }
             }
 
+            /// Applies `ops` in order: runs of keyed inserts in bulk, anything else one by one.
+            pub async fn apply_all(conn: &mut Conn, ops: &[Append], now: Timestamp) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
+                let mut outcomes = Vec::with_capacity(ops.len());
+                let mut rest = ops;
+                while let Some(first) = rest.first() {
+                    let run = rest.iter().take_while(|op| KeyedInsert::of(op).is_some()).count();
+                    if run == 0 {
+                        outcomes.push(apply(conn, first, now).await?);
+                        rest = &rest[1..];
+                    } else {
+                        outcomes.extend(apply_keyed(conn, &rest[..run], now).await?);
+                        rest = &rest[run..];
+                    }
+                }
+                Ok(outcomes)
+            }
+
+            /// Stores a run of sends and annotations with a fixed number of statements
+            /// whatever its length: one idempotency lookup, one `seq` reservation per
+            /// batch, one multi-row insert per table. Ops that are not keyed inserts
+            /// are skipped (`apply_all` never passes any).
+            async fn apply_keyed(conn: &mut Conn, ops: &[Append], now: Timestamp) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
+                let keyed: Vec<KeyedInsert<'_>> = ops.iter().filter_map(KeyedInsert::of).collect();
+                let originals = originals(conn, &keyed).await?;
+                let plan = KeyedPlan::new(&keyed, originals);
+                let mut next_seq = reserve_seqs(conn, &plan.new_per_stream).await?;
+
+                let mut messages = Vec::new();
+                let mut stored: Vec<Option<StoredEvent>> = Vec::with_capacity(keyed.len());
+                for (insert, step) in keyed.iter().zip(&plan.steps) {
+                    if !matches!(step, KeyedStep::New) {
+                        stored.push(None);
+                        continue;
+                    }
+                    let seq = next_seq.get_mut(&insert.stream_name).ok_or_else(|| sqlx::Error::Protocol("no seq reserved".into()))?;
+                    let (payload, message) = insert.build(*seq, now)?;
+                    messages.extend(message);
+                    stored.push(Some(StoredEvent { stream: insert.stream, seq: *seq, payload, watch_course: None }));
+                    *seq += 1;
+                }
+
+                if !messages.is_empty() {
+                    let mut q = QueryBuilder::<Db>::new("INSERT INTO messages (id, course_id, sender_id, channel_id, deleted, created_at) ");
+                    q.push_values(&messages, |mut row, m: &NewMessage| {
+                        row.push_bind(m.id.to_string())
+                            .push_bind(m.course_id.to_string())
+                            .push_bind(m.sender_id.to_string())
+                            .push_bind(m.channel_id.clone())
+                            .push_bind(false)
+                            .push_bind(now.0);
+                    });
+                    q.build().persistent(false).execute(&mut *conn).await?;
+                }
+                let new_events: Vec<(&KeyedInsert<'_>, &StoredEvent)> =
+                    keyed.iter().zip(&stored).filter_map(|(k, e)| e.as_ref().map(|e| (k, e))).collect();
+                if !new_events.is_empty() {
+                    let mut q = QueryBuilder::<Db>::new("INSERT INTO events (stream, seq, actor_id, client_msg_id, payload, created_at) ");
+                    q.push_values(&new_events, |mut row, (k, e)| {
+                        row.push_bind(k.stream_name.clone())
+                            .push_bind(e.seq)
+                            .push_bind(k.actor.clone())
+                            .push_bind(k.key.to_owned())
+                            .push_bind(e.payload.get().to_owned())
+                            .push_bind(now.0);
+                    });
+                    q.build().persistent(false).execute(&mut *conn).await?;
+                }
+
+                plan.steps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, step)| {
+                        let (event, duplicate) = match step {
+                            KeyedStep::Original(event) => (event, true),
+                            KeyedStep::SameAs(first) => (stored[first].clone().ok_or_else(|| sqlx::Error::Protocol("missing first copy".into()))?, true),
+                            KeyedStep::New => (stored[i].clone().ok_or_else(|| sqlx::Error::Protocol("missing new event".into()))?, false),
+                        };
+                        Ok(Ok(Appended { events: vec![event], duplicate }))
+                    })
+                    .collect()
+            }
+
+            /// The events earlier appends stored under the same keys, in one query.
+            async fn originals(conn: &mut Conn, keyed: &[KeyedInsert<'_>]) -> Result<HashMap<(String, String, String), (i64, Arc<RawValue>)>, sqlx::Error> {
+                // A join on a VALUES list (not a row-value IN) so SQLite probes the
+                // idempotency index instead of scanning the table.
+                let mut q = QueryBuilder::<Db>::new("SELECT e.stream, e.actor_id, e.client_msg_id, e.seq, e.payload FROM (");
+                q.push_values(keyed, |mut row, k| {
+                    row.push_bind(k.stream_name.clone()).push_bind(k.actor.clone()).push_bind(k.key.to_owned());
+                });
+                q.push(
+                    ") AS k JOIN events AS e ON e.stream = k.column1 AND e.actor_id = k.column2 AND e.client_msg_id = k.column3",
+                );
+                let rows: Vec<(String, String, String, i64, String)> = q.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+                rows.into_iter().map(|(stream, actor, key, seq, payload)| Ok(((stream, actor, key), (seq, raw(payload)?)))).collect()
+            }
+
+            /// Advances each stream's head by its count of new events; returns the
+            /// first `seq` reserved per stream. Streams are locked in name order so two
+            /// writers (two nodes on PostgreSQL) cannot deadlock on each other.
+            async fn reserve_seqs(conn: &mut Conn, counts: &BTreeMap<String, i64>) -> Result<HashMap<String, i64>, sqlx::Error> {
+                if counts.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                let mut q = QueryBuilder::<Db>::new("INSERT INTO stream_heads (stream, head) ");
+                q.push_values(counts, |mut row, (stream, count)| {
+                    row.push_bind(stream.clone()).push_bind(*count);
+                });
+                q.push(" ON CONFLICT (stream) DO UPDATE SET head = stream_heads.head + excluded.head RETURNING stream, head");
+                let heads: Vec<(String, i64)> = q.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+                heads
+                    .into_iter()
+                    .map(|(stream, head)| {
+                        let count = counts.get(&stream).copied().ok_or_else(|| sqlx::Error::Protocol("unexpected stream head".into()))?;
+                        Ok((stream, head - count + 1))
+                    })
+                    .collect()
+            }
+
             /// The sender and channel of a message that exists in the course and is not deleted.
             async fn live_message(conn: &mut Conn, course_id: Uuid, message_id: Uuid) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
                 sqlx::query_as(
@@ -390,7 +590,7 @@ macro_rules! backend_appends {
             }
 
             async fn notify(conn: &mut Conn, user_id: Uuid, n: &NewNotification, now: Timestamp) -> Result<StoredEvent, sqlx::Error> {
-                let notification_id = Uuid::new_v4();
+                let notification_id = Uuid::now_v7();
                 let type_name = serde_json::to_value(n.notification_type).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                 let priority_name = serde_json::to_value(n.priority).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                 sqlx::query(
@@ -423,8 +623,8 @@ macro_rules! backend_appends {
     };
 }
 
-backend_appends!(sqlite_appends, sqlx::SqliteConnection);
-backend_appends!(postgres_appends, sqlx::PgConnection);
+backend_appends!(sqlite_appends, sqlx::SqliteConnection, sqlx::Sqlite);
+backend_appends!(postgres_appends, sqlx::PgConnection, sqlx::Postgres);
 
 impl Store {
     /// Applies `ops` in order in one transaction. The outer error means the
@@ -432,24 +632,20 @@ impl Store {
     /// outcome (a refusal stores nothing for that op only).
     pub async fn append_batch(&self, ops: &[Append]) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
         let now = Timestamp::now();
-        let mut outcomes = Vec::with_capacity(ops.len());
         match &*self.backend {
             super::Backend::Sqlite { write, .. } => {
                 let mut tx = write.begin().await?;
-                for op in ops {
-                    outcomes.push(sqlite_appends::apply(&mut tx, op, now).await?);
-                }
+                let outcomes = sqlite_appends::apply_all(&mut tx, ops, now).await?;
                 tx.commit().await?;
+                Ok(outcomes)
             }
             super::Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                for op in ops {
-                    outcomes.push(postgres_appends::apply(&mut tx, op, now).await?);
-                }
+                let outcomes = postgres_appends::apply_all(&mut tx, ops, now).await?;
                 tx.commit().await?;
+                Ok(outcomes)
             }
         }
-        Ok(outcomes)
     }
 
     /// Events of `stream` after `since`, oldest first, at most `limit`.
@@ -518,5 +714,59 @@ impl Store {
             Ok(Analysis { id, course_id: super::parse_stored_id(&course)?, owner_id: super::parse_stored_id(&owner)? })
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(course: Uuid, sender: Uuid, key: &str) -> Append {
+        Append::SendMessage {
+            course_id: course,
+            sender_id: sender,
+            channel_id: None,
+            content: MessageContent::parse("hi", 100).expect("content"),
+            client_msg_id: ClientMsgId::parse(key).expect("key"),
+        }
+    }
+
+    #[test]
+    fn a_run_plans_retries_once_and_counts_new_events_per_stream() {
+        let (course_a, course_b, alice, bob) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let ops = [
+            send(course_a, alice, "k1"),
+            send(course_a, alice, "k2"),
+            send(course_a, alice, "k1"),
+            send(course_a, bob, "k1"),
+            send(course_b, alice, "k1"),
+            send(course_b, alice, "stored"),
+        ];
+        let keyed: Vec<KeyedInsert<'_>> = ops.iter().filter_map(KeyedInsert::of).collect();
+        let stored = raw(r#"{"seq":7}"#.to_owned()).expect("json");
+        let originals = HashMap::from([(
+            (StreamKey::Messages(course_b).to_string(), alice.to_string(), "stored".to_owned()),
+            (7, stored),
+        )]);
+
+        let plan = KeyedPlan::new(&keyed, originals);
+
+        let steps: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|step| match step {
+                KeyedStep::New => "new".to_owned(),
+                KeyedStep::SameAs(first) => format!("same as {first}"),
+                KeyedStep::Original(event) => format!("original {}", event.seq),
+            })
+            .collect();
+        assert_eq!(steps, ["new", "new", "same as 0", "new", "new", "original 7"]);
+        assert_eq!(
+            plan.new_per_stream,
+            BTreeMap::from([
+                (StreamKey::Messages(course_a).to_string(), 3),
+                (StreamKey::Messages(course_b).to_string(), 1)
+            ])
+        );
     }
 }

@@ -65,6 +65,9 @@ struct Known {
     members: std::sync::Mutex<std::collections::HashSet<(uuid::Uuid, uuid::Uuid)>>,
 }
 
+/// SQLite's page cache for the writer connection (negative: KiB).
+const WRITER_CACHE_KIB: &str = "-65536";
+
 /// Entries each cache holds at most before it starts over.
 const KNOWN_MAX: usize = 100_000;
 
@@ -140,7 +143,9 @@ impl Store {
             .foreign_keys(true);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            // The writer touches the tail page of every busy stream's indexes in
+            // each batch; the default 2 MiB cache re-reads them from the OS.
+            .connect_with(options.clone().pragma("cache_size", WRITER_CACHE_KIB))
             .await
             .context("opening the SQLite database")?;
         let read = SqlitePoolOptions::new()
