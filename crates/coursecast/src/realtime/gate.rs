@@ -14,11 +14,13 @@ use std::{
 };
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
-    http::header,
+    extract::{ConnectInfo, OriginalUri, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Uri, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+
+use tower_http::request_id::RequestId;
 
 use crate::{config::Settings, error::AppError, limits::IpRateLimiter};
 
@@ -74,6 +76,7 @@ pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) ->
     // A request without `sid` starts a new Engine.IO session.
     let is_handshake = !request.uri().query().unwrap_or_default().split('&').any(|pair| pair.starts_with("sid="));
     if is_handshake {
+        detach_from_read_buffer(&mut request);
         let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
         let rate_limited = ip.is_some_and(|ip| gate.limiter.check(ip).is_err());
         let client = ClientId(gate.next_client.fetch_add(1, Ordering::Relaxed));
@@ -82,9 +85,64 @@ pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) ->
     next.run(request).await
 }
 
+/// socketioxide keeps a handshake's request parts for as long as its sockets live.
+/// The header values and URI hyper parsed are views into the connection's read
+/// buffer (8 KiB or more), which they would keep allocated long after the WebSocket
+/// upgrade; owned copies let it go.
+fn detach_from_read_buffer(request: &mut Request) {
+    let copy_value = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    let mut headers = HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        headers.append(name, copy_value(value));
+    }
+    *request.headers_mut() = headers;
+    let copy_uri = |uri: &Uri| Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone());
+    *request.uri_mut() = copy_uri(request.uri());
+    if let Some(OriginalUri(uri)) = request.extensions_mut().get_mut::<OriginalUri>() {
+        *uri = copy_uri(uri);
+    }
+    if let Some(id) = request.extensions().get::<RequestId>() {
+        let id = RequestId::new(copy_value(id.header_value()));
+        request.extensions_mut().insert(id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_same_origin;
+    use axum::{
+        body::Body,
+        extract::{OriginalUri, Request},
+        http::{HeaderValue, Uri},
+    };
+
+    use super::{detach_from_read_buffer, is_same_origin};
+
+    /// Whether `bytes` lies inside `buffer`'s allocation.
+    fn inside(buffer: &[u8], bytes: &[u8]) -> bool {
+        buffer.as_ptr_range().contains(&bytes.as_ptr())
+    }
+
+    #[test]
+    fn handshake_parts_stop_pointing_into_the_read_buffer() {
+        // As hyper does: the request line and headers are views into one buffer.
+        let buffer = axum::body::Bytes::from_static(b"/socket.io/?EIO=4&transport=websocketx-customvalue");
+        let uri = Uri::from_maybe_shared(buffer.slice(0..37)).expect("uri");
+        let value = HeaderValue::from_maybe_shared(buffer.slice(45..50)).expect("value");
+        let mut request =
+            Request::builder().uri(uri.clone()).header("x-custom", value).body(Body::empty()).expect("request");
+        request.extensions_mut().insert(OriginalUri(uri));
+        assert!(inside(&buffer, request.headers()["x-custom"].as_bytes()));
+
+        detach_from_read_buffer(&mut request);
+
+        assert_eq!(request.uri().to_string(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(request.headers()["x-custom"], "value");
+        assert!(!inside(&buffer, request.headers()["x-custom"].as_bytes()));
+        assert!(!inside(&buffer, request.uri().path().as_bytes()));
+        let OriginalUri(original) = request.extensions().get::<OriginalUri>().expect("original uri");
+        assert!(!inside(&buffer, original.path().as_bytes()));
+    }
 
     #[test]
     fn same_origin_means_the_same_host_and_port() {

@@ -10,6 +10,9 @@ use crate::config::Settings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Packets queued per socket before emits to it fail (see the slow-consumer policy).
 const SOCKET_BUFFER: usize = 256;
+/// Bytes each WebSocket reads at a time; tungstenite allocates this per connection up
+/// front (default 4 KiB). Larger frames still arrive whole: the buffer grows for them.
+const WS_READ_BUFFER: usize = 1024;
 
 pub fn build(settings: &Settings) -> (SocketIoLayer, SocketIo) {
     let max_payload = settings.max_socket_payload;
@@ -22,5 +25,6 @@ pub fn build(settings: &Settings) -> (SocketIoLayer, SocketIo) {
         .max_payload(max_payload as u64)
         .ws_max_message_size(max_payload)
         .ws_max_frame_size(max_payload)
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .build_layer()
 }
