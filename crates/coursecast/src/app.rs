@@ -39,13 +39,17 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let stats = Arc::new(LiveStats::default());
     let fanout = Fanout::new(realtime.clone(), waiters.clone(), stats.clone());
     if let Some(cluster) = &cluster {
-        let (fanout, realtime) = (fanout.clone(), realtime.clone());
+        let (fanout, realtime, store) = (fanout.clone(), realtime.clone(), store.clone());
         cluster.spawn_listener(move |remote| {
-            let (fanout, realtime) = (fanout.clone(), realtime.clone());
+            let (fanout, realtime, store) = (fanout.clone(), realtime.clone(), store.clone());
             async move {
                 match remote {
                     Remote::Deliver(event) => fanout.deliver_local(&event).await,
-                    Remote::DisconnectUser(user) => realtime.disconnect_local(user).await,
+                    // Sent on logout and deletion: the user's token state changed.
+                    Remote::DisconnectUser(user) => {
+                        store.forget_user(user);
+                        realtime.disconnect_local(user).await;
+                    }
                 }
             }
         });

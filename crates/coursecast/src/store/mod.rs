@@ -59,11 +59,22 @@ pub struct Store {
 /// Courses are never edited or deleted and enrolments never removed (ids are never
 /// reused), so a course once read and a membership once seen stay true; the sets
 /// are cleared when they grow past a bound rather than kept in order.
+///
+/// Users' token state (role, revocation) does change, on logout and deletion: it is
+/// remembered for `AUTH_STATE_TTL` at most, forgotten at once on this node when it
+/// changes here, and when another node says so (`forget_user`).
 #[derive(Default)]
 struct Known {
     courses: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Course>>,
     members: std::sync::Mutex<std::collections::HashSet<(uuid::Uuid, uuid::Uuid)>>,
+    auth: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (UserAuthState, std::time::Instant)>>,
+    /// Bumped by every `forget_user`: a state read before it is not remembered after.
+    auth_epoch: std::sync::atomic::AtomicU64,
 }
+
+/// How long a user's token state is trusted without a query. Bounds how long a
+/// logout on another node can go unnoticed here if its notice is lost.
+const AUTH_STATE_TTL: Duration = Duration::from_secs(5);
 
 /// SQLite's page cache for the writer connection (negative: KiB).
 const WRITER_CACHE_KIB: &str = "-65536";
@@ -82,6 +93,36 @@ impl Known {
             courses.clear();
         }
         courses.insert(course.id, course.clone());
+    }
+
+    fn auth_state(&self, user: uuid::Uuid) -> Option<UserAuthState> {
+        let auth = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        auth.get(&user).filter(|(_, at)| at.elapsed() < AUTH_STATE_TTL).map(|(state, _)| *state)
+    }
+
+    fn auth_epoch(&self) -> u64 {
+        self.auth_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Remembers a state read when the epoch was `epoch`, unless a user was forgotten since.
+    fn remember_auth_state(&self, user: uuid::Uuid, state: UserAuthState, epoch: u64) {
+        let mut auth = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        if self.auth_epoch() != epoch {
+            return;
+        }
+        if auth.len() >= KNOWN_MAX {
+            auth.retain(|_, (_, at)| at.elapsed() < AUTH_STATE_TTL);
+            if auth.len() >= KNOWN_MAX {
+                auth.clear();
+            }
+        }
+        auth.insert(user, (state, std::time::Instant::now()));
+    }
+
+    fn forget_user(&self, user: uuid::Uuid) {
+        let mut auth = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        self.auth_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        auth.remove(&user);
     }
 
     fn is_member(&self, course: uuid::Uuid, user: uuid::Uuid) -> bool {

@@ -126,6 +126,10 @@ impl Store {
     }
 
     pub async fn user_auth_state(&self, id: Uuid) -> Result<Option<UserAuthState>, AppError> {
+        if let Some(state) = self.known.auth_state(id) {
+            return Ok(Some(state));
+        }
+        let epoch = self.known.auth_epoch();
         let started = std::time::Instant::now();
         let row: Option<(String, i64)> = with_db!(self, read, pool => {
             sqlx::query_as("SELECT role, tokens_valid_from FROM users WHERE id = $1")
@@ -134,7 +138,21 @@ impl Store {
                 .await
         })?;
         crate::telemetry::metrics::db_query("user_auth_state", started.elapsed());
-        row.map(|(role, tokens_valid_from)| Ok(UserAuthState { role: role.parse()?, tokens_valid_from })).transpose()
+        let state: Option<UserAuthState> = row
+            .map(|(role, tokens_valid_from)| {
+                Ok::<_, AppError>(UserAuthState { role: role.parse()?, tokens_valid_from })
+            })
+            .transpose()?;
+        if let Some(state) = state {
+            self.known.remember_auth_state(id, state, epoch);
+        }
+        Ok(state)
+    }
+
+    /// Drops what this node remembers of a user's token state (it changed, here or
+    /// on another node).
+    pub fn forget_user(&self, id: Uuid) {
+        self.known.forget_user(id);
     }
 
     /// Revokes every token issued before `valid_from` (seconds since the epoch).
@@ -147,6 +165,7 @@ impl Store {
                 .await
                 .map(|done| done.rows_affected())
         })?;
+        self.forget_user(id);
         Ok(())
     }
 
@@ -162,7 +181,10 @@ impl Store {
         });
         match result {
             Ok(0) => Err(AppError::NotFound("no such user")),
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.forget_user(id);
+                Ok(())
+            }
             Err(e) if is_foreign_key_violation(&e) => {
                 Err(AppError::Conflict("the user still teaches courses; delete or reassign them first"))
             }

@@ -77,6 +77,8 @@ async fn logout_on_one_node_disconnects_sockets_on_every_node() {
     assert_eq!(b.post("/api/auth/logout", Some(&user.token), json!({})).await.status, 200);
     assert_eq!(on_b.disconnected(WAIT).await.as_deref(), Some("io server disconnect"));
     assert_eq!(on_a.disconnected(WAIT).await.as_deref(), Some("io server disconnect"));
+    // Node A remembered the user's token state from the handshake; the notice made it forget.
+    a.get("/api/auth/me", Some(&user.token)).await.assert_error(401, "TOKEN_INVALID");
 }
 
 #[tokio::test]
