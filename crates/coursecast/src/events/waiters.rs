@@ -1,15 +1,20 @@
 //! Long polling: requests that found nothing wait on their stream's head until a new
 //! event is committed, the wait ends, or the server shuts down.
 //!
-//! One `watch` channel per stream that has waiters, created on demand and removed
-//! when its last waiter leaves, so the map is bounded by the waiters, and they by a
-//! semaphore (`UNAVAILABLE` past it). The channel carries the stream's newest events
-//! (its tail), so thousands of waiters woken by one event answer from memory
-//! instead of each querying the database for the event that woke them.
+//! One `watch` channel per polled stream, created on demand, carrying the stream's
+//! newest events (its tail): thousands of waiters woken by one event answer from
+//! memory instead of each querying the database for the event that woke them, and
+//! a poll whose cursor is in the tail needs no query at all. Channels outlive their
+//! waiters (clients poll again at once) up to `WATCHED_STREAMS`; past it, those
+//! without waiters are dropped. Waiters are bounded by a semaphore (`UNAVAILABLE`
+//! past it).
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -25,6 +30,8 @@ use crate::{
 
 /// Events kept per watched stream: enough for any burst between two polls.
 const TAIL: usize = 64;
+/// Streams whose tail is kept while nobody waits on them (at most `TAIL` events each).
+const WATCHED_STREAMS: usize = 1024;
 
 /// The newest events of a stream committed while it had waiters, oldest first.
 type Tail = Arc<Vec<(i64, Arc<RawValue>)>>;
@@ -35,6 +42,8 @@ pub struct Waiters {
     max: usize,
     /// Flips to true once at shutdown; every waiter returns at once.
     stopping: watch::Sender<bool>,
+    /// Polls that had to query storage (the rest were answered from tails).
+    storage_reads: AtomicU64,
 }
 
 impl Waiters {
@@ -44,6 +53,7 @@ impl Waiters {
             permits: Arc::new(Semaphore::new(max)),
             max,
             stopping: watch::Sender::new(false),
+            storage_reads: AtomicU64::new(0),
         }
     }
 
@@ -69,6 +79,16 @@ impl Waiters {
         self.max - self.permits.available_permits()
     }
 
+    /// How many polls have queried storage so far.
+    pub fn storage_reads(&self) -> u64 {
+        self.storage_reads.load(Ordering::Relaxed)
+    }
+
+    async fn read(&self, store: &Store, stream: StreamKey, since: i64, limit: u32) -> Result<StreamPage, AppError> {
+        self.storage_reads.fetch_add(1, Ordering::Relaxed);
+        store.read_stream(stream, since, limit).await
+    }
+
     /// Releases every waiter and refuses new waits (shutdown).
     pub fn stop(&self) {
         self.stopping.send_replace(true);
@@ -86,11 +106,11 @@ impl Waiters {
         wait: Duration,
     ) -> Result<StreamPage, AppError> {
         if wait.is_zero() || *self.stopping.borrow() {
-            return store.read_stream(stream, since, limit).await;
+            return self.read(store, stream, since, limit).await;
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             // No room to wait; a request with something to return is still answered.
-            let page = store.read_stream(stream, since, limit).await?;
+            let page = self.read(store, stream, since, limit).await?;
             return if page.events.is_empty() {
                 Err(AppError::Unavailable("too many requests are waiting"))
             } else {
@@ -98,14 +118,15 @@ impl Waiters {
             };
         };
         metrics::long_poll_waiters(self.waiting());
-        let mut head = self.heads().entry(stream).or_insert_with(|| watch::Sender::new(Tail::default())).subscribe();
+        let mut head = {
+            let mut heads = self.heads();
+            if heads.len() >= WATCHED_STREAMS && !heads.contains_key(&stream) {
+                heads.retain(|_, head| head.receiver_count() > 0);
+            }
+            heads.entry(stream).or_insert_with(|| watch::Sender::new(Tail::default())).subscribe()
+        };
         let result = self.wait_for_news(store, stream, since, limit, wait, &mut head).await;
         drop(head);
-        let mut heads = self.heads();
-        if heads.get(&stream).is_some_and(|h| h.receiver_count() == 0) {
-            heads.remove(&stream);
-        }
-        drop(heads);
         drop(permit);
         metrics::long_poll_waiters(self.waiting());
         result
@@ -120,10 +141,20 @@ impl Waiters {
         wait: Duration,
         head: &mut watch::Receiver<Tail>,
     ) -> Result<StreamPage, AppError> {
-        // Subscribed first, read second: an event committed in between is not missed.
-        let page = store.read_stream(stream, since, limit).await?;
-        if !page.events.is_empty() {
-            return Ok(page);
+        // Subscribed first, looked second: an event committed in between wakes us.
+        let known = {
+            let tail = head.borrow_and_update();
+            if reaches(&tail, since) { from_tail(&tail, since, limit) } else { News::Unknown }
+        };
+        match known {
+            News::Page(page) => return Ok(page),
+            News::Nothing => {}
+            News::Unknown => {
+                let page = self.read(store, stream, since, limit).await?;
+                if !page.events.is_empty() {
+                    return Ok(page);
+                }
+            }
         }
         let mut stopping = self.stopping.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
@@ -145,7 +176,7 @@ impl Waiters {
             }
         }
         // Woken by what the tail cannot answer, or out of time: ask storage once.
-        store.read_stream(stream, since, limit).await
+        self.read(store, stream, since, limit).await
     }
 }
 
@@ -158,6 +189,12 @@ enum News {
     Page(StreamPage),
     /// The tail does not reach back to the cursor: ask the database.
     Unknown,
+}
+
+/// Whether the tail holds the cursor's own event (and so every event this node was
+/// told of after it): then it answers a poll without a query.
+fn reaches(tail: &[(i64, Arc<RawValue>)], since: i64) -> bool {
+    tail.iter().any(|(seq, _)| *seq == since)
 }
 
 fn from_tail(tail: &[(i64, Arc<RawValue>)], since: i64, limit: u32) -> News {
@@ -195,5 +232,14 @@ mod tests {
         assert_eq!((page.events[0].get(), page.cursor, page.has_more), ("{\"seq\":5}", 6, true));
         assert!(matches!(from_tail(&tail(&[6, 7]), 4, 10), News::Unknown), "seq 5 is missing");
         assert!(matches!(from_tail(&tail(&[5, 7]), 4, 10), News::Unknown), "seq 6 is missing");
+    }
+
+    #[test]
+    fn only_a_tail_holding_the_cursor_answers_without_storage() {
+        assert!(reaches(&tail(&[3, 4, 5]), 4));
+        assert!(reaches(&tail(&[3, 4, 5]), 5));
+        assert!(!reaches(&tail(&[3, 4, 5]), 2), "events before 3 may exist");
+        assert!(!reaches(&tail(&[3, 4, 5]), 6), "the cursor is ahead of what this node saw");
+        assert!(!reaches(&tail(&[]), 0));
     }
 }

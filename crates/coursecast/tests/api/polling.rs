@@ -147,6 +147,49 @@ async fn a_long_poll_returns_as_soon_as_an_event_is_committed() {
 }
 
 #[tokio::test]
+async fn a_poll_whose_cursor_is_in_memory_needs_no_query() {
+    let app = TestApp::spawn().await;
+    let c = course(&app).await;
+    let path = format!("/api/realtime/messages/{}", c.id);
+    let poll = |since: i64| {
+        let (client, url, token) =
+            (app.client.clone(), format!("{}{path}?since={since}&wait=10", app.base), c.ben.token.clone());
+        tokio::spawn(
+            async move { client.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() },
+        )
+    };
+    let until_waiting = || async {
+        let deadline = Instant::now() + WAIT;
+        while app.state.waiters.waiting() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+
+    // The first poll reads storage (nothing is known of the stream), then waits.
+    let first = poll(0);
+    until_waiting().await;
+    assert_eq!(app.state.waiters.storage_reads(), 1);
+    app.post(&path, Some(&c.ann.token), json!({"content": "one", "clientMsgId": "m1"})).await;
+    let first = first.await.unwrap();
+    assert_eq!((events(&first)[0]["content"].as_str(), first["cursor"].as_i64()), (Some("one"), Some(1)));
+
+    // Its cursor is the event that woke it: the next polls wait and answer from memory.
+    let second = poll(1);
+    until_waiting().await;
+    app.post(&path, Some(&c.ann.token), json!({"content": "two", "clientMsgId": "m2"})).await;
+    let second = second.await.unwrap();
+    assert_eq!((events(&second)[0]["content"].as_str(), second["cursor"].as_i64()), (Some("two"), Some(2)));
+    let behind = app.get(&format!("{path}?since=1&wait=10"), Some(&c.ben.token)).await;
+    assert_eq!(behind.body["cursor"], 2, "an event already in memory is answered at once");
+    assert_eq!(app.state.waiters.storage_reads(), 1, "no query after the first poll");
+
+    // A cursor the tail does not hold still goes to storage.
+    let all = app.get(&format!("{path}?since=0&wait=10"), Some(&c.ben.token)).await;
+    assert_eq!(events(&all.body).len(), 2);
+    assert_eq!(app.state.waiters.storage_reads(), 2);
+}
+
+#[tokio::test]
 async fn waiters_are_bounded_and_released_at_shutdown() {
     let mut app = TestApp::spawn_with(|s| s.long_poll_max_waiters = 1).await;
     let c = course(&app).await;
