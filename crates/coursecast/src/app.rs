@@ -37,7 +37,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let realtime = Realtime { io: io.clone(), layer, connections, cluster: cluster.clone() };
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
     let stats = Arc::new(LiveStats::default());
-    let fanout = Fanout::new(realtime.clone(), waiters.clone(), stats.clone());
+    let fanout = Fanout::new(store.clone(), realtime.clone(), waiters.clone(), stats.clone());
     if let Some(cluster) = &cluster {
         let (fanout, realtime, store) = (fanout.clone(), realtime.clone(), store.clone());
         cluster.spawn_listener(move |remote| {

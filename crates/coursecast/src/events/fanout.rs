@@ -9,19 +9,21 @@ use socketioxide::BroadcastError;
 use super::{StoredEvent, StreamKey, waiters::Waiters};
 use crate::{
     realtime::{Namespace, Realtime, rooms},
+    store::Store,
     telemetry::{live::LiveStats, metrics},
 };
 
 #[derive(Clone)]
 pub struct Fanout {
+    store: Store,
     realtime: Realtime,
     waiters: Arc<Waiters>,
     stats: Arc<LiveStats>,
 }
 
 impl Fanout {
-    pub fn new(realtime: Realtime, waiters: Arc<Waiters>, stats: Arc<LiveStats>) -> Self {
-        Self { realtime, waiters, stats }
+    pub fn new(store: Store, realtime: Realtime, waiters: Arc<Waiters>, stats: Arc<LiveStats>) -> Self {
+        Self { store, realtime, waiters, stats }
     }
 
     /// Delivers an event this node committed at `committed`: here, then to the
@@ -38,6 +40,7 @@ impl Fanout {
 
     /// Delivers an event to this node's waiters and sockets.
     pub async fn deliver_local(&self, event: &StoredEvent) {
+        self.store.delivered(event.stream, event.seq);
         self.waiters.notify(event);
         let (namespace, name, mut targets) = match event.stream {
             StreamKey::Messages(course) => (Namespace::Chat, "message", vec![rooms::course(course)]),

@@ -670,15 +670,27 @@ impl Store {
         Ok(StreamPage { events, cursor, has_more })
     }
 
-    /// The `seq` of the stream's newest event (0 for an empty stream).
+    /// The `seq` of the stream's newest event this node has delivered (0 for an empty
+    /// stream), read from storage once per stream. It may lag events that are committed
+    /// and not yet delivered: a caller that entered the stream's room before asking
+    /// receives those live, so a cursor taken from it misses nothing.
     pub async fn stream_head(&self, stream: StreamKey) -> Result<i64, AppError> {
+        if let Some(head) = self.known.head(stream) {
+            return Ok(head);
+        }
         let head: Option<i64> = with_db!(self, read, pool => {
             sqlx::query_scalar("SELECT head FROM stream_heads WHERE stream = $1")
                 .bind(stream.to_string())
                 .fetch_optional(pool)
                 .await
         })?;
-        Ok(head.unwrap_or(0))
+        Ok(self.known.remember_head(stream, head.unwrap_or(0)))
+    }
+
+    /// Records that this node delivered `seq` of `stream` (called before the event goes
+    /// out, so a head read afterwards never runs ahead of what a room receives).
+    pub fn delivered(&self, stream: StreamKey, seq: i64) {
+        self.known.remember_head(stream, seq);
     }
 
     pub async fn create_analysis(

@@ -68,6 +68,8 @@ struct Known {
     courses: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Course>>,
     members: std::sync::Mutex<std::collections::HashSet<(uuid::Uuid, uuid::Uuid)>>,
     auth: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (UserAuthState, std::time::Instant)>>,
+    /// Streams' heads as this node delivered them; they only grow.
+    heads: std::sync::Mutex<std::collections::HashMap<crate::events::StreamKey, i64>>,
     /// Bumped by every `forget_user`: a state read before it is not remembered after.
     auth_epoch: std::sync::atomic::AtomicU64,
 }
@@ -123,6 +125,21 @@ impl Known {
         let mut auth = self.auth.lock().unwrap_or_else(|p| p.into_inner());
         self.auth_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         auth.remove(&user);
+    }
+
+    fn head(&self, stream: crate::events::StreamKey) -> Option<i64> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).get(&stream).copied()
+    }
+
+    /// Raises the remembered head to `seq` (never lowers it); returns the head.
+    fn remember_head(&self, stream: crate::events::StreamKey, seq: i64) -> i64 {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() >= KNOWN_MAX && !heads.contains_key(&stream) {
+            heads.clear();
+        }
+        let head = heads.entry(stream).or_insert(seq);
+        *head = (*head).max(seq);
+        *head
     }
 
     fn is_member(&self, course: uuid::Uuid, user: uuid::Uuid) -> bool {
@@ -272,5 +289,16 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_with_milliseconds() {
         assert_eq!(Timestamp(1_795_641_282_123).to_rfc3339(), "2026-11-25T21:14:42.123Z");
+    }
+
+    #[test]
+    fn remembered_heads_only_grow() {
+        let known = Known::default();
+        let stream = crate::events::StreamKey::Messages(uuid::Uuid::now_v7());
+        assert_eq!(known.head(stream), None);
+        assert_eq!(known.remember_head(stream, 5), 5);
+        assert_eq!(known.remember_head(stream, 3), 5, "a late storage read must not lower the head");
+        assert_eq!(known.remember_head(stream, 6), 6);
+        assert_eq!(known.head(stream), Some(6));
     }
 }

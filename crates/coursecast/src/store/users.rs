@@ -131,18 +131,27 @@ impl Store {
         }
         let epoch = self.known.auth_epoch();
         let started = std::time::Instant::now();
-        let row: Option<(String, i64)> = with_db!(self, read, pool => {
-            sqlx::query_as("SELECT role, tokens_valid_from FROM users WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(pool)
-                .await
+        // The user's enrolments come along (one row per course): the first `join`
+        // after a handshake then needs no membership query of its own.
+        let rows: Vec<(String, i64, Option<String>)> = with_db!(self, read, pool => {
+            sqlx::query_as(
+                "SELECT u.role, u.tokens_valid_from, m.course_id
+                 FROM users u LEFT JOIN course_members m ON m.user_id = u.id WHERE u.id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_all(pool)
+            .await
         })?;
         crate::telemetry::metrics::db_query("user_auth_state", started.elapsed());
-        let state: Option<UserAuthState> = row
-            .map(|(role, tokens_valid_from)| {
-                Ok::<_, AppError>(UserAuthState { role: role.parse()?, tokens_valid_from })
+        let state: Option<UserAuthState> = rows
+            .first()
+            .map(|(role, tokens_valid_from, _)| {
+                Ok::<_, AppError>(UserAuthState { role: role.parse()?, tokens_valid_from: *tokens_valid_from })
             })
             .transpose()?;
+        for course in rows.iter().filter_map(|(_, _, course)| course.as_deref()) {
+            self.known.remember_member(parse_stored_id(course)?, id);
+        }
         if let Some(state) = state {
             self.known.remember_auth_state(id, state, epoch);
         }
