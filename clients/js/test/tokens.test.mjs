@@ -141,5 +141,9 @@ test("disconnected at exp: the client refreshes before reconnecting, and stops i
   await waitFor(() => log.errors.some((e) => e.fatal), "a fatal error after exp", 10_000);
   assert.equal(log.errors.find((e) => e.fatal).code, "TOKEN_EXPIRED");
   assert.equal(stuck.status, "offline");
-  assert.ok(calls <= 4, `getToken() called ${calls} times`);
+  // connect, reauth on session:expiring, refresh before reconnecting; when the
+  // reconnect lands inside the server's 30 s exp leeway it is accepted and cut at
+  // once, which can add one more reauth and refresh. A client that looped would call
+  // it dozens of times in these seconds.
+  assert.ok(calls <= 6, `getToken() called ${calls} times`);
 });
