@@ -40,13 +40,40 @@ pub struct ChatPlan {
     pub members: Vec<MemberSpec>,
     /// Messages per second, all senders together.
     pub rate: f64,
-    pub duration: Duration,
-    pub warmup: Duration,
+    pub traffic: Traffic,
+}
+
+/// How a chat scenario sends and waits; the flags `fanout` and `rooms` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Traffic {
+    /// Seconds of sending (per step of a sweep).
+    #[arg(long, default_value_t = 15)]
+    pub duration: u64,
+    /// Seconds at the start whose messages are not timed.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Characters of message content.
+    #[arg(long, default_value_t = 100)]
     pub content_len: usize,
+    /// Sockets per generator task.
+    #[arg(long, default_value_t = 50)]
     pub group_size: usize,
-    pub connect_concurrency: usize,
-    /// How long to wait for the last acks and repairs after sending stops.
-    pub drain: Duration,
+    /// Handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Seconds to wait for the last acks, and again for repairs, after sending stops.
+    #[arg(long, default_value_t = 20)]
+    pub drain: u64,
+}
+
+impl Traffic {
+    /// `params` of a scenario's JSON line with these flags added.
+    pub fn with_params(&self, mut params: serde_json::Value) -> serde_json::Value {
+        params["durationSecs"] = self.duration.into();
+        params["warmupSecs"] = self.warmup.into();
+        params["contentLen"] = self.content_len.into();
+        params
+    }
 }
 
 /// Pacing: how many sends are due at `elapsed` for `rate` per second, given `sent`.
@@ -424,7 +451,7 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
                 (i, r)
             }
         })
-        .buffer_unordered(plan.connect_concurrency.max(1))
+        .buffer_unordered(plan.traffic.concurrency.max(1))
         .collect()
         .await;
     drop(progress);
@@ -451,7 +478,7 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
     let mut tasks = Vec::new();
     let mut slots = Vec::new();
     let mut pairs: Vec<(MemberSpec, Option<Joined>)> = plan.members.iter().cloned().zip(joined).collect();
-    for (gid, chunk) in pairs.chunks_mut(plan.group_size.max(1)).enumerate() {
+    for (gid, chunk) in pairs.chunks_mut(plan.traffic.group_size.max(1)).enumerate() {
         let mut members = Vec::new();
         let mut readers = SelectAll::new();
         for (spec, joined) in chunk.iter_mut() {
@@ -474,7 +501,7 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
             courses: courses.clone(),
             heads: heads.clone(),
             rate: plan.rate * group_senders as f64 / total_senders as f64,
-            content_len: plan.content_len,
+            content_len: plan.traffic.content_len,
             run: run_id.clone(),
             warmup_until_us: warmup_until.clone(),
             shared: shared.clone(),
@@ -506,19 +533,19 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
     let cpu = crate::procfs::CpuMeter::start(env.server_pid);
     let start = Instant::now();
     let start_us = wire::now_micros();
-    warmup_until.set(i64::try_from(start_us + plan.warmup.as_micros() as u64)?);
+    warmup_until.set(i64::try_from(start_us + plan.traffic.warmup * 1_000_000)?);
     phase_tx.send_replace(Phase::Send { start });
-    tokio::time::sleep(plan.duration).await;
+    tokio::time::sleep(Duration::from_secs(plan.traffic.duration)).await;
     let cpu_use = cpu.read();
     phase_tx.send_replace(Phase::Quiet);
-    let deadline = Instant::now() + plan.drain;
+    let deadline = Instant::now() + Duration::from_secs(plan.traffic.drain);
     while shared.answered.get() < shared.sent.get() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     phase_tx.send_replace(Phase::Settle);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut settled = false;
-    while Instant::now() < deadline + plan.drain {
+    while Instant::now() < deadline + Duration::from_secs(plan.traffic.drain) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let incomplete: u64 = slots.iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).sum();
         if incomplete == 0 {
@@ -553,7 +580,7 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
         total.disconnects += g.disconnects;
         total.beyond_head += g.beyond_head;
     }
-    let secs = plan.duration.as_secs_f64();
+    let secs = plan.traffic.duration as f64;
     let ack_span = (shared.last_ack_us.get() as f64 - start_us as f64) / 1e6;
     let round = |v: f64| (v * 10.0).round() / 10.0;
     Ok(ChatOutcome {

@@ -90,6 +90,34 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
+/// The WebSocket upgrade request of a handshake, with the optional bearer token and
+/// Origin header.
+pub(crate) fn upgrade_request(
+    url: String,
+    bearer: Option<&str>,
+    origin: Option<&str>,
+) -> Result<tungstenite::handshake::client::Request, ClientError> {
+    let mut request = url.into_client_request()?;
+    let header = |value: &str| HeaderValue::from_str(value).map_err(|e| ClientError::Protocol(e.to_string()));
+    if let Some(token) = bearer {
+        request.headers_mut().insert("authorization", header(&format!("Bearer {token}"))?);
+    }
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", header(origin)?);
+    }
+    Ok(request)
+}
+
+/// The first frame of a session must be the Engine.IO open packet.
+pub(crate) fn expect_open(first: Option<Result<Message, tungstenite::Error>>) -> Result<(), ClientError> {
+    match first {
+        Some(Ok(Message::Text(text))) if text.starts_with('0') => Ok(()),
+        Some(Ok(Message::Close(_))) | None => Err(ClientError::Closed),
+        Some(Ok(other)) => Err(ClientError::Protocol(format!("expected an Engine.IO open packet, got {other:?}"))),
+        Some(Err(e)) => Err(e.into()),
+    }
+}
+
 impl Connection {
     /// Opens `ws://<host>/socket.io/?EIO=4&transport=websocket` on `base` (an
     /// `http://host:port` URL) and completes the Engine.IO handshake.
@@ -100,27 +128,15 @@ impl Connection {
             url.push('&');
             url.push_str(query);
         }
-        let mut request = url.into_client_request()?;
-        let header = |value: &str| HeaderValue::from_str(value).map_err(|e| ClientError::Protocol(e.to_string()));
-        if let Some(token) = &options.bearer {
-            request.headers_mut().insert("authorization", header(&format!("Bearer {token}"))?);
-        }
-        if let Some(origin) = &options.origin {
-            request.headers_mut().insert("origin", header(origin)?);
-        }
+        let request = upgrade_request(url, options.bearer.as_deref(), options.origin.as_deref())?;
         let (stream, _) = match tokio_tungstenite::connect_async(request).await {
             Ok(ok) => ok,
             Err(tungstenite::Error::Http(response)) => return Err(ClientError::Refused(response.status().as_u16())),
             Err(e) => return Err(e.into()),
         };
         let (mut sink, mut source) = stream.split();
-        match tokio::time::timeout(DEFAULT_TIMEOUT, source.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) if text.starts_with('0') => {}
-            Ok(other) => {
-                return Err(ClientError::Protocol(format!("expected an Engine.IO open packet, got {other:?}")));
-            }
-            Err(_) => return Err(ClientError::Timeout),
-        }
+        let first = tokio::time::timeout(DEFAULT_TIMEOUT, source.next()).await.map_err(|_| ClientError::Timeout)?;
+        expect_open(first)?;
         let (outgoing, mut queue) = mpsc::unbounded_channel::<Message>();
         tokio::spawn(async move {
             while let Some(message) = queue.recv().await {

@@ -18,15 +18,10 @@ use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_tungstenite::{
     WebSocketStream,
-    tungstenite::{
-        self, Message, Utf8Bytes,
-        client::IntoClientRequest,
-        http::{HeaderValue, Uri},
-        protocol::WebSocketConfig,
-    },
+    tungstenite::{self, Message, Utf8Bytes, http::Uri, protocol::WebSocketConfig},
 };
 
-use crate::{ClientError, Packet};
+use crate::{ClientError, Packet, expect_open, upgrade_request};
 
 /// The WebSocket of a [`RawSocket`].
 pub type RawStream = WebSocketStream<TcpStream>;
@@ -124,28 +119,14 @@ impl RawSocket {
         let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
 
-        let mut request = url.into_client_request()?;
-        let header = |value: &str| HeaderValue::from_str(value).map_err(|e| ClientError::Protocol(e.to_string()));
-        if let Some(token) = &options.bearer {
-            request.headers_mut().insert("authorization", header(&format!("Bearer {token}"))?);
-        }
-        if let Some(origin) = &options.origin {
-            request.headers_mut().insert("origin", header(origin)?);
-        }
+        let request = upgrade_request(url, options.bearer.as_deref(), options.origin.as_deref())?;
         let config = WebSocketConfig::default().read_buffer_size(options.read_buffer.unwrap_or(4096));
         let (mut ws, _) = match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
             Ok(ok) => ok,
             Err(tungstenite::Error::Http(response)) => return Err(ClientError::Refused(response.status().as_u16())),
             Err(e) => return Err(e.into()),
         };
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) if text.starts_with('0') => {}
-            Some(Ok(other)) => {
-                return Err(ClientError::Protocol(format!("expected an Engine.IO open packet, got {other:?}")));
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(ClientError::Closed),
-        }
+        expect_open(ws.next().await)?;
         let ns_prefix = if ns == "/" { String::new() } else { format!("{ns},") };
         Ok(Self { ws, ns: ns.to_owned(), ns_prefix })
     }

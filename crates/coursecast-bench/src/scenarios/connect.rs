@@ -24,15 +24,22 @@ use crate::{
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
+    #[command(flatten)]
+    pub crowd: Crowd,
+    /// Seconds to hold every connection open afterwards.
+    #[arg(long, default_value_t = 5)]
+    pub hold_secs: u64,
+}
+
+/// Who connects and how fast; the flags `connect` and `idle` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Crowd {
     /// Connections to open (each needs its own seeded student).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// Seconds to hold every connection open afterwards.
-    #[arg(long, default_value_t = 5)]
-    pub hold_secs: u64,
     /// 0: everyone joins the seeded course; P: courses of P members are created.
     #[arg(long, default_value_t = 0)]
     pub course_size: usize,
@@ -123,9 +130,9 @@ pub async fn open_many(
 
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let load = procfs::loadavg();
-    let (courses, course_of) = layout(env, args.connections, args.course_size).await?;
+    let (courses, course_of) = layout(env, args.crowd.connections, args.crowd.course_size).await?;
     let course_count = courses.len();
-    let opened = open_many(env, &format!("{} connect", env.label), courses, course_of, args.concurrency).await?;
+    let opened = open_many(env, &format!("{} connect", env.label), courses, course_of, args.crowd.concurrency).await?;
     let succeeded = opened.latency.count();
     let rate = succeeded as f64 / opened.elapsed.as_secs_f64();
     let rss_connected = env.server_pid.and_then(|p| procfs::rss_kib(Some(p)));
@@ -139,8 +146,8 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     report(
         env,
         "connect",
-        json!({"connections": args.connections, "concurrency": args.concurrency, "holdSecs": args.hold_secs,
-               "courses": course_count, "courseSize": args.course_size}),
+        json!({"connections": args.crowd.connections, "concurrency": args.crowd.concurrency, "holdSecs": args.hold_secs,
+               "courses": course_count, "courseSize": args.crowd.course_size}),
         json!({
             "succeeded": succeeded,
             "failed": failed,

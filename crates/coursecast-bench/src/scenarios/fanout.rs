@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     Env,
-    chat::{self, ChatOutcome, ChatPlan, MemberSpec},
+    chat::{self, ChatOutcome, ChatPlan, MemberSpec, Traffic},
     procfs, report,
 };
 
@@ -19,26 +19,11 @@ pub struct Args {
     /// Subscribers that also send (the first K).
     #[arg(long, default_value_t = 10)]
     pub senders: usize,
+    #[command(flatten)]
+    pub traffic: Traffic,
     /// Messages per second, all senders together; `100,200,500` runs a sweep.
     #[arg(long, value_delimiter = ',', default_value = "100")]
     pub rate: Vec<f64>,
-    /// Seconds of sending per step.
-    #[arg(long, default_value_t = 15)]
-    pub duration: u64,
-    /// Seconds at the start of each step whose messages are not timed.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
-    /// Characters of message content.
-    #[arg(long, default_value_t = 100)]
-    pub content_len: usize,
-    /// Sockets per generator task.
-    #[arg(long, default_value_t = 50)]
-    pub group_size: usize,
-    #[arg(long, default_value_t = 200)]
-    pub concurrency: usize,
-    /// Seconds to wait for the last acks, and again for repairs, after a step.
-    #[arg(long, default_value_t = 15)]
-    pub drain: u64,
     /// A step "holds" when p99 is under this (ms), nothing is lost and every send is acked.
     #[arg(long, default_value_t = 200.0)]
     pub p99_limit_ms: f64,
@@ -75,17 +60,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, u)| MemberSpec { token: u.token.clone(), course: 0, sender: i < args.senders })
             .collect();
-        let plan = ChatPlan {
-            courses: vec![env.seed.course_id.clone()],
-            members,
-            rate,
-            duration: Duration::from_secs(args.duration),
-            warmup: Duration::from_secs(args.warmup),
-            content_len: args.content_len,
-            group_size: args.group_size,
-            connect_concurrency: args.concurrency,
-            drain: Duration::from_secs(args.drain),
-        };
+        let plan = ChatPlan { courses: vec![env.seed.course_id.clone()], members, rate, traffic: args.traffic.clone() };
         let outcome = chat::run(env, &format!("{} fanout {rate}/s", env.label), plan).await?;
         let ok = held(&outcome, args.p99_limit_ms);
         env.write_svg(&format!("fanout-{rate}"), &outcome.histogram);
@@ -94,8 +69,9 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
         report(
             env,
             "fanout",
-            json!({"subscribers": args.subscribers, "senders": args.senders, "rate": rate, "durationSecs": args.duration,
-                   "warmupSecs": args.warmup, "contentLen": args.content_len, "p99LimitMs": args.p99_limit_ms}),
+            args.traffic.with_params(
+                json!({"subscribers": args.subscribers, "senders": args.senders, "rate": rate, "p99LimitMs": args.p99_limit_ms}),
+            ),
             results,
             load,
         );

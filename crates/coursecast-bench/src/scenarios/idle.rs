@@ -9,26 +9,22 @@ use crate::{Env, procfs, report, scenarios::connect};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    #[arg(long, default_value_t = 1000)]
-    pub connections: usize,
-    #[arg(long, default_value_t = 256)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub crowd: connect::Crowd,
     /// Seconds to wait after the last connection before reading memory.
     #[arg(long, default_value_t = 10)]
     pub settle_secs: u64,
-    /// 0: everyone joins the seeded course; P: courses of P members are created.
-    #[arg(long, default_value_t = 0)]
-    pub course_size: usize,
 }
 
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let load = procfs::loadavg();
     let pid = env.server_pid.ok_or_else(|| anyhow::anyhow!("idle needs --server-pid to read the server's memory"))?;
-    let (courses, course_of) = connect::layout(env, args.connections, args.course_size).await?;
+    let (courses, course_of) = connect::layout(env, args.crowd.connections, args.crowd.course_size).await?;
     let course_count = courses.len();
     let own_before = procfs::rss_kib(None);
     let before = procfs::rss_kib(Some(pid)).ok_or_else(|| anyhow::anyhow!("no process {pid}"))?;
-    let opened = connect::open_many(env, &format!("{} idle", env.label), courses, course_of, args.concurrency).await?;
+    let opened =
+        connect::open_many(env, &format!("{} idle", env.label), courses, course_of, args.crowd.concurrency).await?;
     let held = opened.latency.count();
     eprintln!("{held} connections open; settling {} s", args.settle_secs);
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
@@ -44,7 +40,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     report(
         env,
         "idle",
-        json!({"connections": args.connections, "settleSecs": args.settle_secs, "courses": course_count, "courseSize": args.course_size}),
+        json!({"connections": args.crowd.connections, "settleSecs": args.settle_secs, "courses": course_count, "courseSize": args.crowd.course_size}),
         json!({
             "held": live,
             "failed": opened.failures.values().sum::<u64>(),
@@ -54,7 +50,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             "serverRssAfterKiB": after,
             "serverKiBPerConnection": kib,
             "generatorKiBPerConnection": match (own_after, own_before) { (Some(a), Some(b)) => Some(per_conn(a, b)), _ => None },
-            "met": kib <= 10.0 && live as usize == args.connections,
+            "met": kib <= 10.0 && live as usize == args.crowd.connections,
         }),
         load,
     );

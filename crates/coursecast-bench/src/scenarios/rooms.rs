@@ -2,13 +2,11 @@
 //! senders per course, total rate R: latency as in `fanout`, and stored events per
 //! second (a send is acked only after its batch commits).
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::{
     Env,
-    chat::{self, ChatPlan, MemberSpec},
+    chat::{self, ChatPlan, MemberSpec, Traffic},
     procfs, report,
 };
 
@@ -25,18 +23,8 @@ pub struct Args {
     /// Messages per second over all courses.
     #[arg(long, default_value_t = 20_000.0)]
     pub rate: f64,
-    #[arg(long, default_value_t = 15)]
-    pub duration: u64,
-    #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
-    #[arg(long, default_value_t = 100)]
-    pub content_len: usize,
-    #[arg(long, default_value_t = 50)]
-    pub group_size: usize,
-    #[arg(long, default_value_t = 200)]
-    pub concurrency: usize,
-    #[arg(long, default_value_t = 20)]
-    pub drain: u64,
+    #[command(flatten)]
+    pub traffic: Traffic,
     /// Stored events per second to call the run a success.
     #[arg(long, default_value_t = 20_000.0)]
     pub target: f64,
@@ -58,17 +46,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             sender: i % args.members < args.senders_per_course,
         })
         .collect();
-    let plan = ChatPlan {
-        courses,
-        members,
-        rate: args.rate,
-        duration: Duration::from_secs(args.duration),
-        warmup: Duration::from_secs(args.warmup),
-        content_len: args.content_len,
-        group_size: args.group_size,
-        connect_concurrency: args.concurrency,
-        drain: Duration::from_secs(args.drain),
-    };
+    let plan = ChatPlan { courses, members, rate: args.rate, traffic: args.traffic.clone() };
     let outcome = chat::run(env, &format!("{} rooms", env.label), plan).await?;
     env.write_svg("rooms", &outcome.histogram);
     let met = outcome.stored_per_sec >= args.target && outcome.lost_after_repair == 0 && outcome.ack_errors.is_empty();
@@ -77,8 +55,10 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     report(
         env,
         "rooms",
-        json!({"courses": args.courses, "members": args.members, "sendersPerCourse": args.senders_per_course,
-               "rate": args.rate, "durationSecs": args.duration, "warmupSecs": args.warmup, "contentLen": args.content_len}),
+        args.traffic.with_params(
+            json!({"courses": args.courses, "members": args.members, "sendersPerCourse": args.senders_per_course,
+                   "rate": args.rate}),
+        ),
         results,
         load,
     );
