@@ -14,7 +14,7 @@ use crate::{
     config::Settings,
     events::{fanout::Fanout, publisher::Publisher, waiters::Waiters},
     http,
-    realtime::{self, Connections, Realtime},
+    realtime::{self, Connections, Expiries, Realtime},
     state::{AppState, Shared},
     store::Store,
     telemetry::{live::LiveStats, metrics},
@@ -34,7 +34,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         Some(url) => Some(Cluster::connect(url, &settings.redis_channel).await?),
         None => None,
     };
-    let realtime = Realtime { io: io.clone(), layer, connections, cluster: cluster.clone() };
+    let realtime =
+        Realtime { io: io.clone(), layer, connections, expiries: Expiries::start(), cluster: cluster.clone() };
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
     let stats = Arc::new(LiveStats::default());
     let fanout = Fanout::new(store.clone(), realtime.clone(), waiters.clone(), stats.clone());

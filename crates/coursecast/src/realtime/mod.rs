@@ -3,6 +3,7 @@
 
 pub mod connections;
 mod dispatch;
+mod expiry;
 pub mod gate;
 pub mod namespaces;
 pub mod rooms;
@@ -16,6 +17,7 @@ use socketioxide::{SocketIo, layer::SocketIoLayer};
 use uuid::Uuid;
 
 pub use connections::{ConnectionStats, Connections};
+pub use expiry::Expiries;
 pub use session::Session;
 
 use crate::cluster::Cluster;
@@ -53,6 +55,8 @@ pub struct Realtime {
     pub io: SocketIo,
     pub layer: SocketIoLayer,
     pub connections: Arc<Connections>,
+    /// Every live socket's token expiry.
+    pub expiries: Arc<Expiries>,
     /// The other nodes, when `REDIS_URL` is set.
     pub cluster: Option<Arc<Cluster>>,
 }

@@ -1,32 +1,29 @@
 //! Per-socket state, kept in the socket's extensions: who it is, its client, its
-//! event-rate bucket, the course rooms it joined, and its token's expiry timer.
+//! event-rate bucket, the course rooms it joined, and its token's expiry.
 
 use std::{
     num::NonZeroU32,
     sync::{
-        Arc, LazyLock, Mutex,
-        atomic::{AtomicU32, Ordering},
+        LazyLock, Mutex,
+        atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::DefaultClock};
-use serde_json::json;
-use socketioxide::extract::SocketRef;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::gate::ClientId;
-use crate::{auth::Identity, error::AppError, store::Timestamp};
+use crate::{auth::Identity, error::AppError};
 
 /// One clock for every socket's rate limiter: creating one (`DefaultClock::default`)
 /// queries the CPU's features, 4 % of the server's time in the handshake profile.
 static CLOCK: LazyLock<DefaultClock> = LazyLock::new(DefaultClock::default);
 
-/// `session:expiring` goes out this long before the token's `exp`.
-const EXPIRY_WARNING_SECS: i64 = 60;
+/// Numbers sessions (distinct where socket ids of two namespaces need not be).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 pub struct Session {
+    id: u64,
     pub user: Identity,
     pub client: ClientId,
     limiter: DefaultDirectRateLimiter,
@@ -35,8 +32,8 @@ pub struct Session {
     strikes: AtomicU32,
     /// Course rooms this socket joined (for presence on disconnect).
     courses: Mutex<Vec<Uuid>>,
-    /// The token's `exp` (seconds); `None` stops the timer (socket gone).
-    expiry: watch::Sender<Option<i64>>,
+    /// The token's `exp` (unix seconds); moved by `reauth`.
+    expires_at: AtomicI64,
     lifecycle: Mutex<Lifecycle>,
 }
 
@@ -55,13 +52,14 @@ impl Session {
         let rate = NonZeroU32::new(events_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(rate);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             user,
             client,
             limiter: RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), CLOCK.clone()),
             burst: burst.get(),
             strikes: AtomicU32::new(0),
             courses: Mutex::new(Vec::new()),
-            expiry: watch::Sender::new(Some(user.expires_at)),
+            expires_at: AtomicI64::new(user.expires_at),
             lifecycle: Mutex::new(Lifecycle::Admitted),
         }
     }
@@ -133,53 +131,17 @@ impl Session {
         std::mem::take(&mut *self.courses())
     }
 
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The token's current `exp` (changes on `reauth`).
     pub fn expires_at(&self) -> i64 {
-        self.expiry.borrow().unwrap_or(self.user.expires_at)
+        self.expires_at.load(Ordering::Relaxed)
     }
 
     /// Moves the expiry to a new token's `exp`.
     pub fn extend(&self, expires_at: i64) {
-        self.expiry.send_replace(Some(expires_at));
+        self.expires_at.store(expires_at, Ordering::Relaxed);
     }
-
-    /// Stops the expiry timer.
-    pub fn close(&self) {
-        self.expiry.send_replace(None);
-    }
-
-    /// Emits `session:expiring` 60 s before `exp` (at once if less is left) and
-    /// disconnects at `exp`; a `reauth` restarts both for the new `exp`.
-    pub fn spawn_expiry_timer(self: &Arc<Self>, socket: SocketRef) {
-        let mut expiry = self.expiry.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let Some(exp) = *expiry.borrow_and_update() else { return };
-                let until =
-                    |at: i64| Duration::from_secs(u64::try_from(at - chrono::Utc::now().timestamp()).unwrap_or(0));
-                let expire = async {
-                    tokio::time::sleep(until(exp - EXPIRY_WARNING_SECS)).await;
-                    let expires_at = Timestamp(exp.saturating_mul(1000)).to_rfc3339();
-                    if let Err(err) = socket.emit("session:expiring", &json!({"expiresAt": expires_at})) {
-                        tracing::debug!(error = %err, "session:expiring not delivered");
-                    }
-                    tokio::time::sleep(until(exp)).await;
-                };
-                tokio::select! {
-                    changed = expiry.changed() => if changed.is_err() { return },
-                    () = expire => {
-                        tracing::info!(socket_id = %socket.id, user_id = %socket_user(&socket), "token expired: disconnecting");
-                        if let Err(err) = socket.disconnect() {
-                            tracing::debug!(error = %err, "socket already gone at expiry");
-                        }
-                        return;
-                    }
-                }
-            }
-        });
-    }
-}
-
-fn socket_user(socket: &SocketRef) -> String {
-    socket.extensions.get::<Arc<Session>>().map(|s| s.user.id.to_string()).unwrap_or_default()
 }

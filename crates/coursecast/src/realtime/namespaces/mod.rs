@@ -113,7 +113,7 @@ fn equip(namespace: Namespace, socket: &SocketRef, session: Arc<Session>, state:
     let admitted_at = std::time::Instant::now();
     socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| async move {
         let user = session.user.id;
-        session.close();
+        state.realtime.expiries.forget(&session);
         for course in session.take_courses() {
             course_rooms::announce_departure(&state, &socket, namespace, course, user);
         }
@@ -131,7 +131,7 @@ fn equip(namespace: Namespace, socket: &SocketRef, session: Arc<Session>, state:
     });
 }
 
-/// The connect handler: counts the socket in and starts its token timer.
+/// The connect handler: counts the socket in and watches its token's expiry.
 fn connected(namespace: Namespace, socket: SocketRef, state: AppState) {
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         tracing::error!("connected socket without a session");
@@ -139,7 +139,7 @@ fn connected(namespace: Namespace, socket: SocketRef, state: AppState) {
         return;
     };
     session.count_in(|| state.realtime.connections.register(namespace, session.client, session.user.id));
-    session.spawn_expiry_timer(socket.clone());
+    state.realtime.expiries.watch(&session, socket.clone());
     tracing::info!(
         namespace = namespace.path(),
         socket_id = %socket.id,
@@ -185,6 +185,7 @@ async fn reauth(state: &AppState, ctx: Ctx, payload: ReauthPayload) -> Result<Re
         return Err(AppError::Forbidden("the new token belongs to another user"));
     }
     ctx.session.extend(fresh.expires_at);
+    state.realtime.expiries.watch(&ctx.session, ctx.socket.clone());
     Ok(reply(json!({"expiresAt": Timestamp(fresh.expires_at.saturating_mul(1000)).to_rfc3339()})))
 }
 
