@@ -6,8 +6,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch};
 
-use axum::middleware;
-
 use crate::{
     auth::{Authenticator, JwtKeys, PasswordHasher, resolve_jwt_secret},
     cluster::{Cluster, Remote},
@@ -28,14 +26,14 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let store = Store::connect(&settings).await?;
     let keys = JwtKeys::new(&secret, &settings);
     let passwords = tokio::task::spawn_blocking(PasswordHasher::new).await??;
-    let (layer, io) = realtime::server::build(&settings);
+    let (service, io) = realtime::server::build(&settings);
     let connections = Arc::new(Connections::new(settings.max_connections, settings.max_sockets_per_user));
     let cluster = match &settings.redis_url {
         Some(url) => Some(Cluster::connect(url, &settings.redis_channel).await?),
         None => None,
     };
     let realtime =
-        Realtime { io: io.clone(), layer, connections, expiries: Expiries::start(), cluster: cluster.clone() };
+        Realtime { io: io.clone(), service, connections, expiries: Expiries::start(), cluster: cluster.clone() };
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
     let stats = Arc::new(LiveStats::default());
     let fanout = Fanout::new(store.clone(), realtime.clone(), waiters.clone(), stats.clone());
@@ -114,8 +112,7 @@ pub async fn run(
     let gate = realtime::gate::Gate::new(&settings);
     let router = http::router(&state)
         .with_state(state.clone())
-        .layer(state.realtime.layer.clone())
-        .layer(middleware::from_fn_with_state(gate, realtime::gate::gate));
+        .merge(realtime::gate::router(gate, state.realtime.service.clone()));
     let router = http::outer_layers(router, &settings);
     tracing::info!(addr = %listener.local_addr()?, database = ?state.store.kind(), "coursecast listening");
     let (io, waiters) = (state.realtime.io.clone(), state.waiters.clone());

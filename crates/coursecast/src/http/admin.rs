@@ -20,7 +20,7 @@ pub fn page_router() -> Router<AppState> {
 }
 
 pub fn api_router() -> Router<AppState> {
-    Router::new().route("/stats", get(stats))
+    Router::new().route("/api/admin/stats", get(stats))
 }
 
 async fn page() -> Html<&'static str> {

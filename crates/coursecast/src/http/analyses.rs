@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", post(start)).route("/{analysis_id}/progress", post(progress))
+    Router::new().route("/api/analyses", post(start)).route("/api/analyses/{analysis_id}/progress", post(progress))
 }
 
 #[derive(Deserialize)]

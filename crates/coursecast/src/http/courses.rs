@@ -24,8 +24,8 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", post(create_course).get(list_courses))
-        .route("/{course_id}/members", get(list_members).post(add_member))
+        .route("/api/courses", post(create_course).get(list_courses))
+        .route("/api/courses/{course_id}/members", get(list_members).post(add_member))
 }
 
 #[derive(Deserialize)]

@@ -1,12 +1,14 @@
 //! The HTTP API: one router per feature, merged here, and the middleware stack that
 //! every request passes through (outermost first):
 //!
-//! request id -> trace -> propagate request id -> catch panics -> security headers
-//! -> CORS -> socket gate -> Socket.IO (takes `/socket.io/`) -> timeout -> body limit
-//! -> routes (auth routes add a per-IP rate limit).
+//! request id -> trace -> access log and security headers -> propagate request id ->
+//! catch panics -> CORS -> then either `/socket.io/` (socket gate -> Socket.IO) or
+//! timeout -> body limit -> route metrics -> routes (auth routes add a per-IP rate
+//! limit).
 
 mod admin;
 mod analyses;
+mod around;
 mod auth;
 mod courses;
 mod extract;
@@ -15,13 +17,16 @@ mod ops;
 mod realtime;
 mod users;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
     extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
-    http::{HeaderName, HeaderValue, Method, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -31,10 +36,10 @@ use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     services::ServeDir,
-    set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
 };
 
+use self::around::Around;
 use crate::{config::Settings, error::AppError, limits::IpRateLimiter, state::AppState, telemetry::metrics};
 
 /// Every route of the HTTP API with its middleware, ready for `with_state`.
@@ -44,16 +49,18 @@ pub fn router(state: &AppState) -> Router<AppState> {
     auth_limiter.spawn_pruner();
     let auth_routes = auth::router().route_layer(middleware::from_fn_with_state(auth_limiter, rate_limit));
 
-    let api = Router::new()
-        .nest("/auth", auth_routes)
-        .nest("/users", users::router())
-        .nest("/courses", courses::router())
-        .nest("/notifications", notifications::router())
-        .nest("/analyses", analyses::router())
-        .nest("/realtime", realtime::router(state))
-        .nest("/admin", admin::api_router());
-
-    let mut router = Router::new().nest("/api", api).merge(ops::router()).merge(admin::page_router());
+    // Every router names its full paths: `nest` would rewrite each request's URI
+    // once per level (a measurable share of a long poll's cost).
+    let mut router = Router::new()
+        .merge(auth_routes)
+        .merge(users::router())
+        .merge(courses::router())
+        .merge(notifications::router())
+        .merge(analyses::router())
+        .merge(realtime::router(state))
+        .merge(admin::api_router())
+        .merge(ops::router())
+        .merge(admin::page_router());
     if settings.metrics_port.is_none() {
         router = router.merge(metrics_router());
     }
@@ -61,7 +68,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         router = router.nest_service("/demo", ServeDir::new(&settings.demo_dir));
     }
     router
-        .route_layer(middleware::from_fn(track_http))
+        .route_layer(Around { before: http_started, after: track_http })
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(
@@ -79,15 +86,11 @@ pub fn outer_layers(router: Router, settings: &Settings) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     router
         .layer(cors(&settings.cors_origins))
-        .layer(middleware::map_response(json_csp))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             AppError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(middleware::from_fn(log_request))
+        .layer(Around { before: access_started, after: access_done })
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
@@ -102,16 +105,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600))
-}
-
-/// JSON responses may not be rendered as documents.
-async fn json_csp(mut response: Response) -> Response {
-    let is_json =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
-        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'"));
-    }
-    response
 }
 
 async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next: Next) -> Response {
@@ -131,31 +124,45 @@ pub fn metrics_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
 }
 
-/// Requests by method, matched route and status (never the raw path: ids would
-/// make the label set unbounded).
-async fn track_http(request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let method = request.method().to_string();
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    metrics::http_request(method, route, response.status().as_u16(), started.elapsed());
-    response
+struct Started {
+    method: Method,
+    path: String,
+    at: Instant,
 }
 
-/// One log line per request: method, path, status, time. Socket.IO transport
-/// requests (a long poll every few seconds per polling client) log at debug.
-async fn log_request(request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let response = next.run(request).await;
-    let (status, elapsed_ms) = (response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+fn access_started(request: &Request) -> Started {
+    Started { method: request.method().clone(), path: request.uri().path().to_owned(), at: Instant::now() }
+}
+
+/// One log line per request (method, path, status, time; Socket.IO transport
+/// requests, a long poll every few seconds per polling client, at debug) and the
+/// security headers of every response. JSON may not be rendered as a document.
+fn access_done(started: Started, status: StatusCode, headers: &mut HeaderMap) {
+    let Started { method, path, at } = started;
+    let (status, elapsed_ms) = (status.as_u16(), at.elapsed().as_secs_f64() * 1000.0);
     if path.starts_with("/socket.io") {
         tracing::debug!(%method, path, status, elapsed_ms, "request");
     } else {
         tracing::info!(%method, path, status, elapsed_ms, "request");
     }
-    response
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json")) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'"));
+    }
+}
+
+/// The matched route (never the raw path: ids would make the label set unbounded).
+fn http_started(request: &Request) -> (Method, String, Instant) {
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    (request.method().clone(), route, Instant::now())
+}
+
+/// Requests by method, matched route and status.
+fn track_http((method, route, at): (Method, String, Instant), status: StatusCode, _: &mut HeaderMap) {
+    metrics::http_request(method.to_string(), route, status.as_u16(), at.elapsed());
 }
 
 async fn not_found() -> AppError {

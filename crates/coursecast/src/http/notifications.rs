@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", post(notify))
+    Router::new().route("/api/notifications", post(notify))
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,6 @@ use axum::{
     extract::{Request, State},
     http::StatusCode,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
     routing::{MethodRouter, get, patch, post},
 };
 use serde::Deserialize;
@@ -27,7 +26,7 @@ use crate::{
     },
     realtime::Namespace,
     state::AppState,
-    store::Timestamp,
+    store::{StreamPage, Timestamp},
     telemetry::metrics,
 };
 
@@ -35,24 +34,22 @@ use crate::{
 const MAX_WAIT_SECS: f64 = 30.0;
 
 pub fn router(state: &AppState) -> Router<AppState> {
-    let fallback = Router::new()
-        .route("/messages/{course_id}", poll(Polled::Messages).post(send_message))
-        .route("/messages/{course_id}/{message_id}", patch(edit_message).delete(delete_message))
-        .route("/annotations/{course_id}", poll(Polled::Annotations).post(annotate))
-        .route("/notifications/{user_id}", poll(Polled::Notifications))
-        .route("/notifications/{notification_id}/read", post(read_notification))
-        .route("/progress/{user_id}", poll(Polled::Progress))
-        .route_layer(middleware::from_fn_with_state(state.clone(), fallback_enabled));
-    Router::new().route("/ping", post(ping)).route("/status", get(status)).merge(fallback)
+    let mut fallback = Router::new()
+        .route("/api/realtime/messages/{course_id}", poll(Polled::Messages).post(send_message))
+        .route("/api/realtime/messages/{course_id}/{message_id}", patch(edit_message).delete(delete_message))
+        .route("/api/realtime/annotations/{course_id}", poll(Polled::Annotations).post(annotate))
+        .route("/api/realtime/notifications/{user_id}", poll(Polled::Notifications))
+        .route("/api/realtime/notifications/{notification_id}/read", post(read_notification))
+        .route("/api/realtime/progress/{user_id}", poll(Polled::Progress));
+    if !state.settings.enable_fallback {
+        fallback = fallback.route_layer(middleware::from_fn(fallback_disabled));
+    }
+    Router::new().route("/api/realtime/ping", post(ping)).route("/api/realtime/status", get(status)).merge(fallback)
 }
 
 /// `ENABLE_WEBSOCKET_FALLBACK=false` turns the polling endpoints off.
-async fn fallback_enabled(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.settings.enable_fallback {
-        next.run(request).await
-    } else {
-        AppError::Unavailable("the HTTP polling fallback is disabled on this server").into_response()
-    }
+async fn fallback_disabled(_: Request, _: Next) -> AppError {
+    AppError::Unavailable("the HTTP polling fallback is disabled on this server")
 }
 
 #[derive(Deserialize)]
@@ -113,7 +110,7 @@ async fn poll_stream(
     kind: Polled,
     id: Uuid,
     query: PollQuery,
-) -> Result<AxumJson<Value>, AppError> {
+) -> Result<AxumJson<StreamPage>, AppError> {
     let since = events::since(query.since)?;
     let wait = query.wait.unwrap_or(0.0);
     if !wait.is_finite() {
@@ -123,7 +120,7 @@ async fn poll_stream(
     metrics::poll_request(kind.label());
     let wait = Duration::from_secs_f64(wait.clamp(0.0, MAX_WAIT_SECS));
     let page = state.waiters.poll(&state.store, stream, since, events::page_limit(query.limit), wait).await?;
-    Ok(AxumJson(serde_json::to_value(&page).map_err(AppError::internal)?))
+    Ok(AxumJson(page))
 }
 
 #[derive(Deserialize)]

@@ -20,7 +20,7 @@ use crate::{
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", post(create_user)).route("/{user_id}", delete(delete_user))
+    Router::new().route("/api/users", post(create_user)).route("/api/users/{user_id}", delete(delete_user))
 }
 
 #[derive(Deserialize)]

@@ -14,12 +14,14 @@ use std::{
 };
 
 use axum::{
+    Router,
     extract::{ConnectInfo, OriginalUri, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Uri, header},
-    middleware::Next,
+    middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 
+use socketioxide::service::SocketIoService;
 use tower_http::request_id::RequestId;
 
 use crate::{config::Settings, error::AppError, limits::IpRateLimiter};
@@ -62,10 +64,15 @@ fn is_same_origin(origin: &str, host: Option<&str>) -> bool {
     matches!((authority, host), (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host))
 }
 
-pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with("/socket.io") {
-        return next.run(request).await;
-    }
+/// `/socket.io/` behind the gate; no other route passes through it.
+pub fn router(gate: Gate, service: SocketIoService<Router>) -> Router {
+    Router::new()
+        .route_service("/socket.io/", service.clone())
+        .route_service("/socket.io", service)
+        .route_layer(middleware::from_fn_with_state(gate, admit))
+}
+
+async fn admit(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     if let Some(origin) = request.headers().get(header::ORIGIN) {
         let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
         let allowed = origin.to_str().is_ok_and(|o| gate.origins.contains(o) || is_same_origin(o, host));

@@ -12,8 +12,9 @@ mod session;
 
 use std::sync::Arc;
 
+use axum::Router;
 use serde::Serialize;
-use socketioxide::{SocketIo, layer::SocketIoLayer};
+use socketioxide::{SocketIo, service::SocketIoService};
 use uuid::Uuid;
 
 pub use connections::{ConnectionStats, Connections};
@@ -53,7 +54,8 @@ impl Namespace {
 #[derive(Clone)]
 pub struct Realtime {
     pub io: SocketIo,
-    pub layer: SocketIoLayer,
+    /// The Engine.IO endpoint, mounted at `/socket.io/` behind the gate.
+    pub service: SocketIoService<Router>,
     pub connections: Arc<Connections>,
     /// Every live socket's token expiry.
     pub expiries: Arc<Expiries>,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use socketioxide::{SocketIo, layer::SocketIoLayer};
+use axum::Router;
+use socketioxide::{SocketIo, service::SocketIoService};
 
 use crate::config::Settings;
 
@@ -14,7 +15,7 @@ const SOCKET_BUFFER: usize = 256;
 /// front (default 4 KiB). Larger frames still arrive whole: the buffer grows for them.
 const WS_READ_BUFFER: usize = 1024;
 
-pub fn build(settings: &Settings) -> (SocketIoLayer, SocketIo) {
+pub fn build(settings: &Settings) -> (SocketIoService<Router>, SocketIo) {
     let max_payload = settings.max_socket_payload;
     SocketIo::builder()
         .ping_interval(settings.ping_interval())
@@ -26,5 +27,6 @@ pub fn build(settings: &Settings) -> (SocketIoLayer, SocketIo) {
         .ws_max_message_size(max_payload)
         .ws_max_frame_size(max_payload)
         .ws_read_buffer_size(WS_READ_BUFFER)
-        .build_layer()
+        // Mounted at `/socket.io/` only, so the inner service (for other paths) never runs.
+        .build_with_inner_svc(Router::new())
 }
