@@ -11,6 +11,7 @@ pub mod chat;
 pub mod conn;
 pub mod hold;
 pub mod http;
+pub mod keepalive;
 pub mod procfs;
 pub mod progress;
 pub mod scenarios;

@@ -4,16 +4,19 @@
 //! and losses (every client must see every `seq` after its start cursor).
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
     Env, chat,
+    keepalive::KeepAlive,
     procfs::{self, CpuMeter},
     progress::{Counter, Max, Progress},
     report,
@@ -71,10 +74,24 @@ struct ClientOutcome {
     errors: BTreeMap<String, u64>,
 }
 
+/// A page as the generator reads it: only what it checks.
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    events: Vec<PagedEvent<'a>>,
+    cursor: i64,
+}
+
+#[derive(Deserialize)]
+struct PagedEvent<'a> {
+    seq: i64,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn poller(
-    env_url: String,
-    http: reqwest::Client,
+    mut http: KeepAlive,
     token: String,
     course: String,
     start: i64,
@@ -92,11 +109,10 @@ async fn poller(
         {
             break;
         }
-        let url = format!("{env_url}/api/realtime/messages/{course}?since={cursor}&wait={wait}");
-        let request = http.get(url).bearer_auth(&token).timeout(timeout + Duration::from_secs_f64(wait)).send();
+        let path = format!("/api/realtime/messages/{course}?since={cursor}&wait={wait}");
         counters.in_flight.add(1);
         let response = tokio::select! {
-            r = request => r,
+            r = http.get(&path, &token, timeout + Duration::from_secs_f64(wait)) => r,
             () = caught_up(&mut phase, cursor) => {
                 counters.in_flight.dec();
                 break;
@@ -105,29 +121,26 @@ async fn poller(
         counters.in_flight.dec();
         counters.polls.inc();
         let failure = match response {
-            Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+            Ok((200, body)) => match serde_json::from_slice::<Page>(&body) {
                 Ok(page) => {
                     let now = wire::now_micros();
-                    for event in page["events"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                        let Some(seq) = event["seq"].as_i64() else { continue };
-                        if let Live::Fresh { .. } = out.tracker.on_live(seq) {
+                    for event in &page.events {
+                        if let Live::Fresh { .. } = out.tracker.on_live(event.seq) {
                             counters.events.inc();
-                            if let Some(sent) = event["content"].as_str().and_then(wire::sent_of)
+                            if let Some(sent) = event.content.as_deref().and_then(wire::sent_of)
                                 && sent >= warmup_until.get() as u64
                             {
                                 out.latency.record_micros(now.saturating_sub(sent));
                             }
                         }
                     }
-                    cursor = cursor.max(page["cursor"].as_i64().unwrap_or(cursor));
+                    cursor = cursor.max(page.cursor);
                     None
                 }
                 Err(_) => Some("undecodable".to_owned()),
             },
-            Ok(r) => Some(format!("http_{}", r.status().as_u16())),
-            Err(e) if e.is_timeout() => Some("timeout".to_owned()),
-            Err(e) if e.is_connect() => Some("connect".to_owned()),
-            Err(_) => Some("request".to_owned()),
+            Ok((status, _)) => Some(format!("http_{status}")),
+            Err(failure) => Some(failure.label().to_owned()),
         };
         if let Some(kind) = failure {
             counters.errors.inc();
@@ -193,8 +206,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::with_capacity(args.clients);
     for user in pollers {
         tasks.push(tokio::spawn(poller(
-            env.url.clone(),
-            env.http.clone(),
+            KeepAlive::new(&env.url).await?,
             user.token.clone(),
             course.clone(),
             start,
