@@ -1,7 +1,7 @@
 // The namespace APIs of the client: thin wrappers that turn calls into outbox writes,
 // subscriptions and ephemeral events of the facade, and re-emit its events.
-import type { CoursecastClient } from "./client.js";
-import { Emitter } from "./emitter.js";
+import type { CoursecastClient, CourseNs } from "./client.js";
+import { Emitter, type EventMap } from "./emitter.js";
 import type {
   AnnotationEvent,
   CursorEvent,
@@ -24,25 +24,41 @@ export function newClientMsgId(): string {
 
 const enc = encodeURIComponent;
 
-export class ChatApi extends Emitter<{
+/** What every namespace API holds: the client whose transports carry its calls. */
+class NamespaceApi<E extends EventMap> extends Emitter<E> {
+  protected readonly client: CoursecastClient;
+  constructor(client: CoursecastClient) {
+    super();
+    this.client = client;
+  }
+}
+
+/** `/chat` and `/collaboration`: course rooms, joined and left the same way. */
+class CourseRoomApi<E extends EventMap> extends NamespaceApi<E> {
+  readonly #ns: CourseNs;
+  constructor(client: CoursecastClient, ns: CourseNs) {
+    super(client);
+    this.#ns = ns;
+  }
+
+  /** Joins the course room; replays from `since`, from the stream's cursor, or (first time) from now. */
+  join(courseId: string, options: { since?: number } = {}): Promise<JoinResult> {
+    return this.client._join(this.#ns, courseId, options.since);
+  }
+
+  leave(courseId: string): Promise<{ ok: true }> {
+    return this.client._leave(this.#ns, courseId);
+  }
+}
+
+export class ChatApi extends CourseRoomApi<{
   message: [MessageEvent];
   presence: [PresenceEvent];
   typing: [TypingEvent];
   roster: [RosterEvent];
 }> {
-  #c: CoursecastClient;
   constructor(client: CoursecastClient) {
-    super();
-    this.#c = client;
-  }
-
-  /** Joins the course room; replays from `since`, from the stream's cursor, or (first time) from now. */
-  join(courseId: string, options: { since?: number } = {}): Promise<JoinResult> {
-    return this.#c._join("chat", courseId, options.since);
-  }
-
-  leave(courseId: string): Promise<{ ok: true }> {
-    return this.#c._leave("chat", courseId);
+    super(client, "chat");
   }
 
   /** Queued until a transport carries it; retried with the same `clientMsgId` until answered. */
@@ -54,7 +70,7 @@ export class ChatApi extends Emitter<{
     const clientMsgId = options.clientMsgId ?? newClientMsgId();
     const body: Record<string, unknown> = { content, clientMsgId };
     if (options.channelId !== undefined) body.channelId = options.channelId;
-    return this.#c._write({
+    return this.client._write({
       namespace: "chat",
       event: "send",
       payload: { courseId, ...body },
@@ -63,7 +79,7 @@ export class ChatApi extends Emitter<{
   }
 
   edit(courseId: string, messageId: string, content: string): Promise<EventAck<MessageEvent>> {
-    return this.#c._write({
+    return this.client._write({
       namespace: "chat",
       event: "edit",
       payload: { courseId, messageId, content },
@@ -72,7 +88,7 @@ export class ChatApi extends Emitter<{
   }
 
   delete(courseId: string, messageId: string): Promise<EventAck<MessageEvent>> {
-    return this.#c._write({
+    return this.client._write({
       namespace: "chat",
       event: "delete",
       payload: { courseId, messageId },
@@ -82,19 +98,13 @@ export class ChatApi extends Emitter<{
 
   /** Tells the room you are typing (sockets only: resolves false when not sent). */
   typing(courseId: string): Promise<boolean> {
-    return this.#c._ephemeral("chat", "typing", { courseId });
+    return this.client._ephemeral("chat", "typing", { courseId });
   }
 }
 
-export class NotificationsApi extends Emitter<{ notification: [NotificationEvent] }> {
-  #c: CoursecastClient;
-  constructor(client: CoursecastClient) {
-    super();
-    this.#c = client;
-  }
-
+export class NotificationsApi extends NamespaceApi<{ notification: [NotificationEvent] }> {
   read(notificationId: string): Promise<EventAck<NotificationEvent>> {
-    return this.#c._write({
+    return this.client._write({
       namespace: "notifications",
       event: "read",
       payload: { notificationId },
@@ -103,40 +113,24 @@ export class NotificationsApi extends Emitter<{ notification: [NotificationEvent
   }
 }
 
-export class AnalyticsApi extends Emitter<{ progress: [ProgressEvent] }> {
-  #c: CoursecastClient;
-  constructor(client: CoursecastClient) {
-    super();
-    this.#c = client;
-  }
-
+export class AnalyticsApi extends NamespaceApi<{ progress: [ProgressEvent] }> {
   /**
    * Receive the progress of a course's analyses (its professor, ADMIN). Renewed on every
    * reconnect; sockets only (the contract has no polling endpoint for a course's progress).
    */
   watch(courseId: string): Promise<{ ok: true }> {
-    return this.#c._watch(courseId);
+    return this.client._watch(courseId);
   }
 }
 
-export class CollaborationApi extends Emitter<{
+export class CollaborationApi extends CourseRoomApi<{
   annotation: [AnnotationEvent];
   cursor: [CursorEvent];
   presence: [PresenceEvent];
   roster: [RosterEvent];
 }> {
-  #c: CoursecastClient;
   constructor(client: CoursecastClient) {
-    super();
-    this.#c = client;
-  }
-
-  join(courseId: string, options: { since?: number } = {}): Promise<JoinResult> {
-    return this.#c._join("collaboration", courseId, options.since);
-  }
-
-  leave(courseId: string): Promise<{ ok: true }> {
-    return this.#c._leave("collaboration", courseId);
+    super(client, "collaboration");
   }
 
   annotate(
@@ -146,7 +140,7 @@ export class CollaborationApi extends Emitter<{
     options: { clientMsgId?: string } = {},
   ): Promise<EventAck<AnnotationEvent>> {
     const clientMsgId = options.clientMsgId ?? newClientMsgId();
-    return this.#c._write({
+    return this.client._write({
       namespace: "collaboration",
       event: "annotate",
       payload: { courseId, documentId, annotation, clientMsgId },
@@ -156,6 +150,6 @@ export class CollaborationApi extends Emitter<{
 
   /** Shares a cursor position (sockets only: resolves false when not sent). */
   cursor(courseId: string, documentId: string, position: unknown): Promise<boolean> {
-    return this.#c._ephemeral("collaboration", "cursor", { courseId, documentId, position });
+    return this.client._ephemeral("collaboration", "cursor", { courseId, documentId, position });
   }
 }

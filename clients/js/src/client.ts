@@ -70,7 +70,7 @@ export type ClientEvents = {
   reconnecting: [attempt: number];
 };
 
-type CourseNs = "chat" | "collaboration";
+export type CourseNs = "chat" | "collaboration";
 
 interface Subscription {
   waiters: { resolve: (result: JoinResult) => void; reject: (err: CoursecastError) => void }[];
