@@ -103,11 +103,13 @@ def main(directory):
                 cell([r["loadAtStart"][0] for r in rs], 2),
                 f"{sum(x['held'] for x in res)}/{len(res)}",
             ])
-    out.append("### Fan-out: 1,000 subscribers of one course, 10 senders\n")
-    out.append(table(["server", "msg/s", "p50 ms", "p99 ms", "max ms", "delivered/s", "missed live",
-                      "lost after repair", "ack p99 ms", "server CPU %", "generator CPU %", "load at start", "held"], lines))
-    out.append("\nHighest rate held (p99 < 200 ms, nothing lost, every send acked) per round: " +
-               "; ".join(f"{s}: {', '.join(fmt(v, 0) for v in highest[s])}" for s in servers) + "\n")
+    if lines:
+        out.append("### Fan-out: 1,000 subscribers of one course, 10 senders\n")
+        out.append(table(["server", "msg/s", "p50 ms", "p99 ms", "max ms", "delivered/s", "missed live",
+                          "lost after repair", "ack p99 ms", "server CPU %", "generator CPU %", "load at start",
+                          "held"], lines))
+        out.append("\nHighest rate held (p99 < 200 ms, nothing lost, every send acked) per round: " +
+                   "; ".join(f"{s}: {', '.join(fmt(v, 0) for v in highest[s])}" for s in servers) + "\n")
 
     def simple(run, title, columns):
         data = by(rows, run)
@@ -117,6 +119,8 @@ def main(directory):
             if res:
                 loads = [r["loadAtStart"][0] for r in data.get(s, [])]
                 lines.append([s] + [cell([f(x) for x in res], d) for (_, f, d) in columns] + [cell(loads, 2)])
+        if not lines:
+            return  # not part of this run (SCENARIOS)
         out.append(f"### {title}\n")
         out.append(table(["server"] + [c[0] for c in columns] + ["load at start"], lines) + "\n")
 
