@@ -54,6 +54,8 @@ pub struct Store {
     backend: Arc<Backend>,
     /// Facts that never change once true, remembered to spare a query per request.
     known: Arc<Known>,
+    /// Users' token states waiting to be read together.
+    auth_reads: Arc<users::AuthReads>,
 }
 
 /// Courses are never edited or deleted and enrolments never removed (ids are never
@@ -175,7 +177,7 @@ impl Store {
                     .connect_with(options)
                     .await
                     .context("connecting to PostgreSQL")?;
-                Self { backend: Arc::new(Backend::Postgres(pool)), known: Arc::default() }
+                Self { backend: Arc::new(Backend::Postgres(pool)), known: Arc::default(), auth_reads: Arc::default() }
             }
             Some(url) if url.starts_with("sqlite:") => {
                 Self::open_sqlite(SqliteConnectOptions::from_str(url)?, settings).await?
@@ -211,7 +213,11 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .context("opening the SQLite database for reads")?;
-        Ok(Self { backend: Arc::new(Backend::Sqlite { read, write }), known: Arc::default() })
+        Ok(Self {
+            backend: Arc::new(Backend::Sqlite { read, write }),
+            known: Arc::default(),
+            auth_reads: Arc::default(),
+        })
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {

@@ -1,6 +1,9 @@
 //! Accounts: creation, lookup for login and token checks, logout, deletion.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use serde::Serialize;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Store, Timestamp, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
@@ -32,6 +35,48 @@ pub struct UserAuthState {
     pub role: Role,
     /// Tokens with an earlier `iat` (seconds) are revoked.
     pub tokens_valid_from: i64,
+}
+
+/// The most users one token-state query asks for.
+const AUTH_BATCH_MAX: usize = 256;
+
+type AuthAnswer = oneshot::Sender<Result<Option<UserAuthState>, String>>;
+
+/// Token-state reads waiting for the next batch.
+#[derive(Default)]
+pub(super) struct AuthReads {
+    queue: Mutex<AuthQueue>,
+}
+
+#[derive(Default)]
+struct AuthQueue {
+    waiting: Vec<(Uuid, AuthAnswer)>,
+    /// A task is reading batches; it stops once the queue is empty.
+    reading: bool,
+}
+
+impl AuthReads {
+    fn queue(&self) -> std::sync::MutexGuard<'_, AuthQueue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a read; true if no task is reading, so the caller must start one.
+    fn enqueue(&self, id: Uuid, reply: AuthAnswer) -> bool {
+        let mut queue = self.queue();
+        queue.waiting.push((id, reply));
+        !std::mem::replace(&mut queue.reading, true)
+    }
+
+    /// The next batch, or `None` (and the reading task stops) when nothing waits.
+    fn next_batch(&self) -> Option<Vec<(Uuid, AuthAnswer)>> {
+        let mut queue = self.queue();
+        if queue.waiting.is_empty() {
+            queue.reading = false;
+            return None;
+        }
+        let n = queue.waiting.len().min(AUTH_BATCH_MAX);
+        Some(queue.waiting.drain(..n).collect())
+    }
 }
 
 /// A user to create; the password is already hashed.
@@ -125,37 +170,75 @@ impl Store {
         Ok(row.map(User::try_from).transpose()?)
     }
 
+    /// A user's token state: remembered for a few seconds, otherwise read with the
+    /// states other handshakes are waiting for at the same moment (one query per
+    /// batch; a storm of reconnecting clients would otherwise cost a query, and a
+    /// thread hand-off on SQLite, per client).
     pub async fn user_auth_state(&self, id: Uuid) -> Result<Option<UserAuthState>, AppError> {
         if let Some(state) = self.known.auth_state(id) {
             return Ok(Some(state));
         }
+        let (reply, answer) = oneshot::channel();
+        if self.auth_reads.enqueue(id, reply) {
+            tokio::spawn(self.clone().read_auth_batches());
+        }
+        match answer.await {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(err)) => Err(AppError::internal(anyhow::anyhow!("reading token states: {err}"))),
+            Err(_) => Err(AppError::internal(anyhow::anyhow!("the token-state reader stopped"))),
+        }
+    }
+
+    /// Answers queued token-state reads, a batch per query, until none is waiting.
+    async fn read_auth_batches(self) {
+        while let Some(batch) = self.auth_reads.next_batch() {
+            let mut ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let states = self.read_auth_states(&ids).await;
+            for (id, reply) in batch {
+                let answer = match &states {
+                    Ok(states) => Ok(states.get(&id).copied()),
+                    Err(err) => Err(err.to_string()),
+                };
+                // The asker may be gone (its handshake timed out).
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Token states of `ids` (absent: no such user) in one query; remembers them, and
+    /// the users' enrolments, which come along (one row per course): the first `join`
+    /// after a handshake then needs no membership query of its own.
+    async fn read_auth_states(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, UserAuthState>, AppError> {
         let epoch = self.known.auth_epoch();
         let started = std::time::Instant::now();
-        // The user's enrolments come along (one row per course): the first `join`
-        // after a handshake then needs no membership query of its own.
-        let rows: Vec<(String, i64, Option<String>)> = with_db!(self, read, pool => {
-            sqlx::query_as(
-                "SELECT u.role, u.tokens_valid_from, m.course_id
-                 FROM users u LEFT JOIN course_members m ON m.user_id = u.id WHERE u.id = $1",
-            )
-            .bind(id.to_string())
-            .fetch_all(pool)
-            .await
+        let rows: Vec<(String, String, i64, Option<String>)> = with_db!(self, read, pool => {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT u.id, u.role, u.tokens_valid_from, m.course_id
+                 FROM users u LEFT JOIN course_members m ON m.user_id = u.id WHERE u.id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id.to_string());
+            }
+            list.push_unseparated(")");
+            // One statement per batch size: not worth a place in the statement cache.
+            query.build_query_as().persistent(false).fetch_all(pool).await
         })?;
         crate::telemetry::metrics::db_query("user_auth_state", started.elapsed());
-        let state: Option<UserAuthState> = rows
-            .first()
-            .map(|(role, tokens_valid_from, _)| {
-                Ok::<_, AppError>(UserAuthState { role: role.parse()?, tokens_valid_from: *tokens_valid_from })
-            })
-            .transpose()?;
-        for course in rows.iter().filter_map(|(_, _, course)| course.as_deref()) {
-            self.known.remember_member(parse_stored_id(course)?, id);
+        let mut states = HashMap::with_capacity(ids.len());
+        for (user, role, tokens_valid_from, course) in rows {
+            let user = parse_stored_id(&user)?;
+            states.insert(user, UserAuthState { role: role.parse()?, tokens_valid_from });
+            if let Some(course) = course {
+                self.known.remember_member(parse_stored_id(&course)?, user);
+            }
         }
-        if let Some(state) = state {
-            self.known.remember_auth_state(id, state, epoch);
+        for (user, state) in &states {
+            self.known.remember_auth_state(*user, *state, epoch);
         }
-        Ok(state)
+        Ok(states)
     }
 
     /// Drops what this node remembers of a user's token state (it changed, here or
@@ -249,5 +332,30 @@ impl Store {
                     .ok_or_else(|| AppError::internal(anyhow::anyhow!("seeded user vanished")))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(reads: &AuthReads, id: Uuid) -> (bool, oneshot::Receiver<Result<Option<UserAuthState>, String>>) {
+        let (reply, answer) = oneshot::channel();
+        (reads.enqueue(id, reply), answer)
+    }
+
+    #[test]
+    fn the_first_waiting_read_starts_the_reader_and_batches_are_bounded() {
+        let reads = AuthReads::default();
+        let (first, _a) = ask(&reads, Uuid::nil());
+        assert!(first, "nothing was reading: start a reader");
+        let later: Vec<_> = (0..AUTH_BATCH_MAX + 10).map(|_| ask(&reads, Uuid::new_v4())).collect();
+        assert!(later.iter().all(|(start, _)| !start), "a reader is running");
+
+        assert_eq!(reads.next_batch().map(|b| b.len()), Some(AUTH_BATCH_MAX));
+        assert_eq!(reads.next_batch().map(|b| b.len()), Some(11));
+        assert!(reads.next_batch().is_none(), "the reader stops when nothing waits");
+        let (again, _b) = ask(&reads, Uuid::nil());
+        assert!(again, "the next read starts a new reader");
     }
 }

@@ -180,3 +180,33 @@ async fn http_keeps_working_while_sockets_are_busy() {
     }
     assert_eq!(app.get(&format!("/api/courses/{course}/members"), Some(&professor.token)).await.status, 200);
 }
+
+#[tokio::test]
+async fn concurrent_handshakes_each_get_their_own_token_state() {
+    // Token states of handshakes arriving together are read in one query; each
+    // must still get its own user's answer.
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let names: Vec<String> = (0..30).map(|i| format!("Crowd{i}")).collect();
+    let users = futures_util::future::join_all(names.iter().map(|name| app.student(name))).await;
+    let (logged_out, deleted) = (&users[3], &users[17]);
+    assert_eq!(app.post("/api/auth/logout", Some(&logged_out.token), json!({})).await.status, 200);
+    assert_eq!(app.delete(&format!("/api/users/{}", deleted.id), Some(&admin.token)).await.status, 200);
+
+    let outcomes = futures_util::future::join_all(
+        users.iter().map(|user| app.try_socket("/chat", Some(json!({"token": user.token})), Default::default())),
+    )
+    .await;
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (3 | 17, Err(ClientError::ConnectError(code))) => assert_eq!(code, "TOKEN_INVALID", "user {i}"),
+            (3 | 17, other) => panic!("user {i} was not refused: {:?}", other.map(|_| "connected")),
+            (_, Ok(socket)) => {
+                // Only the socket's own user may reauth it: the session is this user's.
+                let ack = socket.call("reauth", json!({"token": users[i].token})).await.unwrap();
+                assert_eq!(ack["ok"], true, "user {i}: {ack}");
+            }
+            (_, Err(err)) => panic!("user {i} was refused: {err}"),
+        }
+    }
+}
