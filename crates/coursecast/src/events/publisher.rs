@@ -27,9 +27,11 @@ use crate::{
 /// `UNAVAILABLE` (a fast, typed refusal beats acks that come half a minute late).
 const QUEUE: usize = 16 * 1024;
 /// Appends stored in one transaction at most. Large batches amortise the pages a
-/// commit rewrites (many events share each stream's index pages); the bulk
-/// statements stay under both backends' bind-parameter limits (6 per event).
-const MAX_BATCH: usize = 2048;
+/// commit rewrites (many events share each stream's index pages: rooms on SQLite
+/// 16,700 stored events/s with 2,048, 19,300 with 4,096); the bulk statements stay
+/// under both backends' bind-parameter limits (6 per event: 24,576 of SQLite's
+/// 32,766 and PostgreSQL's 65,535).
+pub const MAX_BATCH: usize = 4096;
 /// Committed batches waiting for delivery at most; past it the writer waits, so a
 /// slow fan-out slows commits instead of piling up memory.
 const DELIVERY_QUEUE: usize = 4;

@@ -1,6 +1,12 @@
 //! Notifications, analysis progress and annotations: stored streams delivered to
 //! their sockets and readable over polling.
 
+use coursecast::{
+    domain::{ClientMsgId, MessageContent},
+    error::AppError,
+    events::{StreamKey, publisher::MAX_BATCH},
+    store::{Append, Appended},
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -204,4 +210,41 @@ async fn annotations_are_stored_replayed_and_cursors_relayed() {
         .await;
     assert_eq!(http.status, 201, "{}", http.body);
     assert_eq!(a.wait_for("annotation", WAIT).await.unwrap(), http.body["event"]);
+}
+
+/// The largest batch the writer commits fits both backends' statement limits, and a
+/// retry of all of it is answered with every original (each key found through the
+/// idempotency index) without storing anything again.
+#[tokio::test]
+async fn a_full_batch_is_stored_once_and_its_retry_returns_the_originals() {
+    let app = TestApp::spawn().await;
+    let professor = app.professor().await;
+    let course = app.course_with(&professor, &[]).await;
+    let ops: Vec<Append> = (0..MAX_BATCH)
+        .map(|i| Append::SendMessage {
+            course_id: course,
+            sender_id: professor.id,
+            channel_id: None,
+            content: MessageContent::parse(&format!("message {i}"), 100).unwrap(),
+            client_msg_id: ClientMsgId::parse(&format!("key-{i}")).unwrap(),
+        })
+        .collect();
+    let events = |outcomes: Vec<Result<Appended, AppError>>, duplicate: bool| -> Vec<(i64, String)> {
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                let appended = outcome.unwrap();
+                assert_eq!(appended.duplicate, duplicate);
+                (appended.events[0].seq, appended.events[0].payload.get().to_owned())
+            })
+            .collect()
+    };
+
+    let stored = events(app.state.store.append_batch(&ops).await.unwrap(), false);
+    let seqs: Vec<i64> = stored.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=MAX_BATCH as i64).collect::<Vec<_>>());
+
+    let retried = events(app.state.store.append_batch(&ops).await.unwrap(), true);
+    assert_eq!(retried, stored);
+    assert_eq!(app.state.store.stream_head(StreamKey::Messages(course)).await.unwrap(), MAX_BATCH as i64);
 }
