@@ -630,9 +630,10 @@ backend_appends!(
     "JOIN events AS e ON e.stream = k.column1 AND e.actor_id = k.column2 AND e.client_msg_id = k.column3"
 );
 // PostgreSQL plans that join as a hash join over a sequential scan of `events` once
-// the list is long (a batch of 4,096 keys against 260,000 events: 82 ms, growing with
-// the table); a LATERAL subquery with LIMIT cannot be flattened, so each key is one
-// index probe (7 ms, whatever the table's size). The unique index makes LIMIT 1 exact.
+// the list is long: its disk-minded cost model prices thousands of index probes above
+// the scan (4,096 keys against 260,000 cached events: 82 ms, and more as the table
+// grows, for as long as it keeps that plan). A LATERAL subquery with LIMIT cannot be
+// flattened, so each key is one index probe (7 ms). The unique index makes LIMIT 1 exact.
 backend_appends!(
     postgres_appends,
     sqlx::PgConnection,
