@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Store, Timestamp, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
+use super::{Backend, Store, Timestamp, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
 use crate::{
     domain::{DisplayName, Email, Role},
     error::AppError,
@@ -213,19 +213,40 @@ impl Store {
     async fn read_auth_states(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, UserAuthState>, AppError> {
         let epoch = self.known.auth_epoch();
         let started = std::time::Instant::now();
-        let rows: Vec<(String, String, i64, Option<String>)> = with_db!(self, read, pool => {
-            let mut query = sqlx::QueryBuilder::new(
-                "SELECT u.id, u.role, u.tokens_valid_from, m.course_id
-                 FROM users u LEFT JOIN course_members m ON m.user_id = u.id WHERE u.id IN (",
-            );
-            let mut list = query.separated(", ");
-            for id in ids {
-                list.push_bind(id.to_string());
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let rows: Vec<(String, String, i64, Option<String>)> = match &*self.backend {
+            // SQLite joins by nested loops only: it probes both indexes per id.
+            Backend::Sqlite { read, .. } => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT u.id, u.role, u.tokens_valid_from, m.course_id
+                     FROM users u LEFT JOIN course_members m ON m.user_id = u.id WHERE u.id IN (",
+                );
+                let mut list = query.separated(", ");
+                for id in &ids {
+                    list.push_bind(id.as_str());
+                }
+                list.push_unseparated(")");
+                // One statement per batch size: not worth a place in the statement cache.
+                query.build_query_as().persistent(false).fetch_all(read).await
             }
-            list.push_unseparated(")");
-            // One statement per batch size: not worth a place in the statement cache.
-            query.build_query_as().persistent(false).fetch_all(pool).await
-        })?;
+            // PostgreSQL hash-joined the same query over sequential scans of `users` and
+            // `course_members` for large batches (6.6 ms for 256 ids at 18,000 users,
+            // more as they grow), and for batches of any size while the tables have no
+            // statistics yet (5 ms for 8 ids). LATERAL subqueries it cannot flatten
+            // (LIMIT, OFFSET 0) make each id two index probes: under 1 ms for 32 ids,
+            // 3.2 ms for 256.
+            Backend::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT u.id, u.role, u.tokens_valid_from, m.course_id
+                     FROM unnest($1::text[]) AS k (id)
+                     CROSS JOIN LATERAL (SELECT id, role, tokens_valid_from FROM users WHERE id = k.id LIMIT 1) AS u
+                     LEFT JOIN LATERAL (SELECT course_id FROM course_members WHERE user_id = u.id OFFSET 0) AS m ON true",
+                )
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+            }
+        }?;
         crate::telemetry::metrics::db_query("user_auth_state", started.elapsed());
         let mut states = HashMap::with_capacity(ids.len());
         for (user, role, tokens_valid_from, course) in rows {
