@@ -87,6 +87,9 @@ test("analytics: the owner gets progress; the professor watching the course gets
   const lp = record(prof);
   await waitFor(() => prof.status === "online", "professor online");
   assert.deepEqual(await prof.analytics.watch(courseId), { ok: true });
+  // Offline, `watch` only records the wish (sent on connect, refusals as `error`):
+  // the refusal comes back in the answer once Alice's socket is up.
+  await waitFor(() => alice.status === "online", "alice online");
   await assert.rejects(alice.analytics.watch(courseId), { code: "FORBIDDEN" });
   const { body } = await api(server.url, "POST", "/api/analyses", { token: a.token, body: { courseId, input: { x: 1 } } });
   for (const progress of [30, 100]) {
