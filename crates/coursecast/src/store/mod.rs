@@ -184,7 +184,7 @@ impl Store {
                     .connect_with(options)
                     .await
                     .context("connecting to PostgreSQL")?;
-                Self { backend: Arc::new(Backend::Postgres(pool)), known: Arc::default(), auth_reads: Arc::default() }
+                Self::on(Backend::Postgres(pool))
             }
             Some(url) if url.starts_with("sqlite:") => {
                 Self::open_sqlite(SqliteConnectOptions::from_str(url)?, settings).await?
@@ -225,11 +225,12 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .context("opening the SQLite database for reads")?;
-        Ok(Self {
-            backend: Arc::new(Backend::Sqlite { read, write }),
-            known: Arc::default(),
-            auth_reads: Arc::default(),
-        })
+        Ok(Self::on(Backend::Sqlite { read, write }))
+    }
+
+    /// A store on `backend`, remembering nothing yet.
+    fn on(backend: Backend) -> Self {
+        Self { backend: Arc::new(backend), known: Arc::default(), auth_reads: Arc::default() }
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {

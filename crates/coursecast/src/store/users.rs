@@ -232,9 +232,9 @@ impl Store {
             // PostgreSQL hash-joined the same query over sequential scans of `users` and
             // `course_members` for large batches (6.6 ms for 256 ids at 18,000 users,
             // more as they grow, for as long as it keeps that plan), and for batches of
-            // any size while the tables have no statistics yet (5 ms for 8 ids). LATERAL subqueries it cannot flatten
-            // (LIMIT, OFFSET 0) make each id two index probes: under 1 ms for 32 ids,
-            // 3.2 ms for 256.
+            // any size while the tables have no statistics yet (5 ms for 8 ids).
+            // LATERAL subqueries it cannot flatten (LIMIT, OFFSET 0) make each id two
+            // index probes: under 1 ms for 32 ids, 3.2 ms for 256.
             Backend::Postgres(pool) => {
                 sqlx::query_as(
                     "SELECT u.id, u.role, u.tokens_valid_from, m.course_id
