@@ -4,7 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+use axum::{ServiceExt, serve::ListenerExt};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -114,7 +114,7 @@ pub async fn run(
     let router = http::router(&state)
         .with_state(state.clone())
         .merge(realtime::gate::router(gate, state.realtime.service.clone()));
-    let router = http::outer_layers(router, &settings);
+    let service = http::outer_layers(router, &settings);
     tracing::info!(addr = %listener.local_addr()?, database = ?state.store.kind(), "coursecast listening");
     let (io, waiters) = (state.realtime.io.clone(), state.waiters.clone());
     // Without TCP_NODELAY a small write that follows another unacknowledged one (a
@@ -125,7 +125,7 @@ pub async fn run(
             tracing::debug!(error = %err, "TCP_NODELAY not set");
         }
     });
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    let server = axum::serve(listener, service.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown({
             let stopping = stopping.clone();
             async move {

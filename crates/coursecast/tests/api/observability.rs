@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, routing::get};
+use axum::{Router, ServiceExt, routing::get};
 use coursecast::http::outer_layers;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
@@ -81,7 +81,7 @@ async fn a_panicking_handler_answers_internal_with_an_error_id_and_the_server_li
     let app = outer_layers(router, &settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { axum::serve(listener, app.into_make_service()).await });
     let client = reqwest::Client::new();
     let boom = client.get(format!("http://{addr}/boom")).send().await.unwrap();
     assert_eq!(boom.status(), 500);
