@@ -9,7 +9,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -38,8 +38,10 @@ impl Failure {
 pub struct KeepAlive {
     addr: SocketAddr,
     host: String,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<TcpStream>,
     request: Vec<u8>,
+    /// What was read from the connection and not yet returned.
+    received: Vec<u8>,
 }
 
 impl KeepAlive {
@@ -49,7 +51,7 @@ impl KeepAlive {
         let host = host.trim_end_matches('/').to_owned();
         let addr =
             tokio::net::lookup_host(&host).await?.next().ok_or_else(|| anyhow::anyhow!("{host} does not resolve"))?;
-        Ok(Self { addr, host, conn: None, request: Vec::with_capacity(512) })
+        Ok(Self { addr, host, conn: None, request: Vec::with_capacity(512), received: Vec::new() })
     }
 
     /// `GET path` within `timeout`; the status and body. A broken connection is
@@ -81,52 +83,61 @@ impl KeepAlive {
 
     async fn exchange(&mut self, path: &str, token: &str) -> Result<(u16, Vec<u8>), Failure> {
         self.request.clear();
-        self.request.extend_from_slice(format!("GET {path} HTTP/1.1\r\nhost: {}\r\n", self.host).as_bytes());
-        self.request.extend_from_slice(format!("authorization: Bearer {token}\r\n\r\n").as_bytes());
+        for part in ["GET ", path, " HTTP/1.1\r\nhost: ", &self.host, "\r\nauthorization: Bearer ", token, "\r\n\r\n"] {
+            self.request.extend_from_slice(part.as_bytes());
+        }
         if self.conn.is_none() {
             let stream = TcpStream::connect(self.addr).await.map_err(|_| Failure::Connect)?;
             stream.set_nodelay(true).map_err(|_| Failure::Connect)?;
-            self.conn = Some(BufReader::with_capacity(4096, stream));
+            self.conn = Some(stream);
+            self.received.clear();
         }
         let conn = self.conn.as_mut().ok_or(Failure::Connect)?;
-        conn.get_mut().write_all(&self.request).await.map_err(|_| Failure::Closed)?;
-        read_response(conn).await
+        conn.write_all(&self.request).await.map_err(|_| Failure::Closed)?;
+        read_response(conn, &mut self.received).await
     }
 }
 
-async fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(u16, Vec<u8>), Failure> {
-    let mut line = String::new();
-    // Nothing of the response yet: the server closed the connection.
-    read_line(conn, &mut line).await.map_err(|_| Failure::Closed)?;
-    let status = line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or(Failure::Request)?;
-    let mut length = None;
-    loop {
-        read_line(conn, &mut line).await?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
+/// Reads one response into `received` (read in as large pieces as the socket has,
+/// not line by line: this runs once per poll on the machine being measured).
+async fn read_response(conn: &mut TcpStream, received: &mut Vec<u8>) -> Result<(u16, Vec<u8>), Failure> {
+    let head_len = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
+        // Nothing of the response yet: the server closed the connection.
+        let nothing_yet = received.is_empty();
+        if read_more(conn, received).await? == 0 {
+            return Err(if nothing_yet { Failure::Closed } else { Failure::Request });
+        }
+    };
+    let (status, length) = parse_head(&received[..head_len]).ok_or(Failure::Request)?;
+    let total = head_len + length;
+    while received.len() < total {
+        if read_more(conn, received).await? == 0 {
+            return Err(Failure::Request);
         }
     }
-    let mut body = vec![0; length.ok_or(Failure::Request)?];
-    conn.read_exact(&mut body).await.map_err(|_| Failure::Request)?;
+    let body = received[head_len..total].to_vec();
+    received.drain(..total);
     Ok((status, body))
 }
 
-async fn read_line(conn: &mut BufReader<TcpStream>, line: &mut String) -> Result<(), Failure> {
-    line.clear();
-    match conn.read_line(line).await {
-        Ok(0) | Err(_) => Err(Failure::Request),
-        Ok(_) => Ok(()),
-    }
+async fn read_more(conn: &mut TcpStream, received: &mut Vec<u8>) -> Result<usize, Failure> {
+    received.reserve(4096);
+    conn.read_buf(received).await.map_err(|_| Failure::Request)
+}
+
+/// The status and `Content-Length` of a response head.
+fn parse_head(head: &[u8]) -> Option<(u16, usize)> {
+    let head = std::str::from_utf8(head).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let length = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+    })?;
+    Some((status, length))
 }
 
 #[cfg(test)]
@@ -168,6 +179,35 @@ mod tests {
         assert_eq!(client.get("/x?a=1", "tok", Duration::from_secs(5)).await, expected);
         // That connection is closed now: the next request goes out on a new one.
         assert_eq!(client.get("/x?a=1", "tok", Duration::from_secs(5)).await, expected);
+    }
+
+    /// A response whose head and body arrive in separate pieces, split mid-line.
+    #[tokio::test]
+    async fn reads_a_response_that_arrives_in_pieces() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            for _ in 0..2 {
+                let _ = stream.read(&mut buf).await.unwrap();
+                for piece in ["HTTP/1.1 200 OK\r\nconte", "nt-length: 7\r\n\r", "\n{\"a\"", ":1}"] {
+                    stream.write_all(piece.as_bytes()).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let mut client = KeepAlive::new(&format!("http://{addr}")).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(client.get("/y", "tok", Duration::from_secs(5)).await, Ok((200, b"{\"a\":1}".to_vec())));
+        }
+    }
+
+    #[test]
+    fn a_head_without_a_length_or_status_is_refused() {
+        assert_eq!(parse_head(b"HTTP/1.1 204 No Content\r\nContent-Length:0\r\n\r\n"), Some((204, 0)));
+        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"), None);
+        assert_eq!(parse_head(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n"), None);
     }
 
     #[tokio::test]
