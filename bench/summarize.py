@@ -4,6 +4,8 @@
     python3 bench/summarize.py bench/results/<run>
 
 Figures are medians over rounds; "spread" is the smallest and largest round.
+"steal %" is the share of the machine's CPU time the hypervisor gave to others
+during the measurement ("-" for results from generators that did not record it).
 """
 
 import json
@@ -101,13 +103,14 @@ def main(directory):
                 cell([x["cpu"]["serverPct"] for x in res], 0),
                 cell([x["cpu"]["generatorPct"] for x in res], 0),
                 cell([r["loadAtStart"][0] for r in rs], 2),
+                cell([x["cpu"].get("stealPct") for x in res], 1),
                 f"{sum(x['held'] for x in res)}/{len(res)}",
             ])
     if lines:
         out.append("### Fan-out: 1,000 subscribers of one course, 10 senders\n")
         out.append(table(["server", "msg/s", "p50 ms", "p99 ms", "max ms", "delivered/s", "missed live",
                           "lost after repair", "ack p99 ms", "server CPU %", "generator CPU %", "load at start",
-                          "held"], lines))
+                          "steal %", "held"], lines))
         out.append("\nHighest rate held (p99 < 200 ms, nothing lost, every send acked) per round: " +
                    "; ".join(f"{s}: {', '.join(fmt(v, 0) for v in highest[s])}" for s in servers) + "\n")
 
@@ -118,11 +121,13 @@ def main(directory):
             res = [r["results"] for r in data.get(s, [])]
             if res:
                 loads = [r["loadAtStart"][0] for r in data.get(s, [])]
-                lines.append([s] + [cell([f(x) for x in res], d) for (_, f, d) in columns] + [cell(loads, 2)])
+                steal = [x.get("cpu", {}).get("stealPct") for x in res]
+                lines.append([s] + [cell([f(x) for x in res], d) for (_, f, d) in columns] +
+                             [cell(loads, 2), cell(steal, 1)])
         if not lines:
             return  # not part of this run (SCENARIOS)
         out.append(f"### {title}\n")
-        out.append(table(["server"] + [c[0] for c in columns] + ["load at start"], lines) + "\n")
+        out.append(table(["server"] + [c[0] for c in columns] + ["load at start", "steal %"], lines) + "\n")
 
     simple("idle", "Idle memory (connections joined, courses of 50)", [
         ("connections held", lambda x: x["held"], 0),

@@ -1,5 +1,6 @@
 //! What `/proc` says about the generator and the server: CPU time, resident memory,
-//! load; and the file-descriptor limit the generator raises for itself.
+//! load, the machine's steal time; and the file-descriptor limit the generator raises
+//! for itself.
 
 use std::time::Instant;
 
@@ -49,6 +50,19 @@ pub fn loadavg() -> Option<[f64; 3]> {
     Some([it.next()??, it.next()??, it.next()??])
 }
 
+/// Steal and total ticks of the whole machine (`/proc/stat`).
+fn machine_ticks() -> Option<(u64, u64)> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq steal,
+/// then guest time, which `user` and `nice` already include.
+fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|v| v.parse().ok()).collect::<Option<_>>()?;
+    Some((*ticks.get(7)?, ticks.iter().sum()))
+}
+
 /// CPU use of the generator and the server over a stretch of wall time.
 #[derive(Clone)]
 pub struct CpuMeter {
@@ -56,14 +70,18 @@ pub struct CpuMeter {
     own: Option<f64>,
     server: Option<f64>,
     server_pid: Option<u32>,
+    machine: Option<(u64, u64)>,
 }
 
-/// Percent of one core (200 = both cores of this machine busy).
 #[derive(Debug, Clone, Copy, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CpuUse {
+    /// Percent of one core (200 = both cores of this machine busy).
     pub generator_pct: Option<f64>,
     pub server_pct: Option<f64>,
+    /// Percent of the machine's CPU time the hypervisor ran something else while we
+    /// were runnable: how much of a run's noise came from outside it.
+    pub steal_pct: Option<f64>,
 }
 
 impl CpuMeter {
@@ -73,6 +91,7 @@ impl CpuMeter {
             own: cpu_seconds(None),
             server: server_pid.and_then(|p| cpu_seconds(Some(p))),
             server_pid,
+            machine: machine_ticks(),
         }
     }
 
@@ -85,8 +104,17 @@ impl CpuMeter {
         CpuUse {
             generator_pct: pct(self.own, cpu_seconds(None)),
             server_pct: pct(self.server, self.server_pid.and_then(|p| cpu_seconds(Some(p)))),
+            steal_pct: steal_pct(self.machine, machine_ticks()),
         }
     }
+}
+
+/// Steal as a percent of all ticks between two `/proc/stat` readings.
+fn steal_pct(before: Option<(u64, u64)>, now: Option<(u64, u64)>) -> Option<f64> {
+    let ((steal0, total0), (steal1, total1)) = (before?, now?);
+    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
+    let steal = steal1.checked_sub(steal0)?;
+    Some((steal as f64 / total as f64 * 1000.0).round() / 10.0)
 }
 
 #[cfg(test)]
@@ -97,6 +125,18 @@ mod tests {
     fn parses_stat_lines_with_spaces_in_the_name() {
         let line = "4242 (tokio runtime) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1 2 3";
         assert_eq!(parse_cpu_ticks(line), Some(325));
+    }
+
+    #[test]
+    fn steal_is_a_share_of_all_the_machines_ticks() {
+        let at =
+            |steal: u64, busy: u64| format!("cpu  {busy} 0 10 500 0 0 0 {steal} 40 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n");
+        let before = parse_machine_ticks(&at(20, 100));
+        assert_eq!(before, Some((20, 630)));
+        // 1,000 more ticks, 170 of them stolen (guest time is not counted twice).
+        assert_eq!(steal_pct(before, parse_machine_ticks(&at(190, 930))), Some(17.0));
+        assert_eq!(steal_pct(before, before), None, "no time passed");
+        assert!(machine_ticks().is_some());
     }
 
     #[test]
