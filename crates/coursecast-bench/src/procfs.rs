@@ -73,14 +73,16 @@ pub struct CpuMeter {
     machine: Option<(u64, u64)>,
 }
 
+/// What a [`CpuMeter`] measured: the generator's and the server's CPU in percent of
+/// one core (200 = both cores of this machine busy); steal in percent of the whole
+/// machine's CPU time.
 #[derive(Debug, Clone, Copy, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CpuUse {
-    /// Percent of one core (200 = both cores of this machine busy).
     pub generator_pct: Option<f64>,
     pub server_pct: Option<f64>,
-    /// Percent of the machine's CPU time the hypervisor ran something else while we
-    /// were runnable: how much of a run's noise came from outside it.
+    /// Time this machine's CPUs wanted to run but the hypervisor ran other guests:
+    /// how much of a run's noise came from outside it.
     pub steal_pct: Option<f64>,
 }
 
