@@ -1,0 +1,80 @@
+"""Tests of bench/summarize.py: which attempts of a re-measured scenario count.
+
+    python3 -m unittest discover -s bench -p 'test_*.py'
+"""
+
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import summarize  # noqa: E402
+
+
+def polling(label, steal, p99, attempt=None, round_=1):
+    row = {
+        "round": round_, "run": "polling", "label": label, "loadAtStart": [0.5, 0.5, 0.5],
+        "results": {
+            "waitingAtStart": 5000, "lost": 0, "pollErrors": {},
+            "latency": {"p50Ms": p99 / 2, "p99Ms": p99, "maxMs": p99 + 10},
+            "cpu": {"serverPct": 40.0, "generatorPct": 20.0, "stealPct": steal},
+        },
+    }
+    if attempt is not None:
+        row["attempt"] = attempt
+    return row
+
+
+def fanout_step(rate, steal, attempt):
+    return {"round": 1, "run": "fanout", "label": "sqlite", "attempt": attempt,
+            "params": {"rate": rate}, "results": {"cpu": {"stealPct": steal}}}
+
+
+class KeptAttempts(unittest.TestCase):
+    def test_the_attempt_with_the_least_steal_counts_whole(self):
+        rows = [fanout_step(10, 2.0, 1), fanout_step(20, 30.0, 1),
+                fanout_step(10, 9.0, 2), fanout_step(20, 8.0, 2)]
+        kept, set_aside = summarize.kept_attempts(rows)
+        self.assertEqual([(r["attempt"], r["params"]["rate"]) for r in kept], [(2, 10), (2, 20)],
+                         "an attempt is judged by its worst step, and kept or set aside whole")
+        self.assertEqual(set_aside, [("sqlite", 1, "fanout", 1, 30.0)])
+
+    def test_the_first_of_equals_counts_and_rows_without_attempts_are_the_first(self):
+        rows = [polling("sqlite", 12.0, 150.0), polling("sqlite", 12.0, 90.0, attempt=2)]
+        kept, set_aside = summarize.kept_attempts(rows)
+        self.assertEqual([r["results"]["latency"]["p99Ms"] for r in kept], [150.0],
+                         "the rule looks at steal only, never at the figures")
+        self.assertEqual(set_aside, [("sqlite", 1, "polling", 2, 12.0)])
+
+    def test_servers_and_rounds_are_judged_apart(self):
+        rows = [polling("sqlite", 40.0, 300.0, 1), polling("sqlite", 1.0, 120.0, 2),
+                polling("postgres", 40.0, 310.0, 1), polling("sqlite", 50.0, 500.0, 1, round_=2)]
+        kept, set_aside = summarize.kept_attempts(rows)
+        self.assertEqual(sorted((r["label"], r["round"], r["attempt"]) for r in kept),
+                         [("postgres", 1, 1), ("sqlite", 1, 2), ("sqlite", 2, 1)])
+        self.assertEqual(set_aside, [("sqlite", 1, "polling", 1, 40.0)])
+
+
+class Summary(unittest.TestCase):
+    def test_the_tables_use_kept_attempts_and_name_those_set_aside(self):
+        rows = [polling("sqlite", 45.0, 900.0, 1), polling("sqlite", 2.0, 130.0, 2),
+                polling("baseline", 3.0, 2000.0, 1)]
+        with tempfile.TemporaryDirectory() as directory:
+            Path(directory, "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                summarize.main(directory)
+        text = out.getvalue()
+        self.assertIn("Set aside for steal (1 attempts", text)
+        self.assertIn("sqlite polling round 1 attempt 1 (45.0 %)", text)
+        sqlite_line = next(line for line in text.splitlines() if line.startswith("| sqlite |"))
+        self.assertIn("| 130.0 |", sqlite_line)
+        self.assertNotIn("900.0", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
