@@ -169,7 +169,7 @@ scenario() { # kind round name args...
     grep '^{' "$out.out" | sed "s/^{/{\"round\":$round,\"run\":\"$name\",\"attempt\":$attempt,/" >>"$OUT/results.jsonl" || true
     stop_server
     sleep 2
-    steal=$(max_steal "$out.out")
+    steal=$(max_steal "$out.out" || echo 0)
     # The round's plots are the kept attempt's: the first with the least steal.
     if [ -z "$least" ] || awk -v s="$steal" -v l="$least" 'BEGIN {exit !(s < l)}'; then
       least=$steal
