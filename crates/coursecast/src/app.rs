@@ -56,7 +56,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     }
     let state = AppState::new(Shared {
         auth: Authenticator::new(keys, store.clone()),
-        publisher: Publisher::start(store.clone(), fanout),
+        publisher: Publisher::start(store.clone(), fanout).context("starting the writer")?,
         stats,
         waiters,
         realtime,
