@@ -138,12 +138,14 @@ seed() { # kind round -> seed file path
   echo "$file"
 }
 
-# The highest steal (percent) of any step in a generator's output; 0 when none recorded.
+# The highest steal (percent) of any step in a generator's output, as bench/summarize.py
+# judges an attempt (0 when none was recorded).
 max_steal() { # output file
   python3 -c '
 import json, sys
-steal = [json.loads(l).get("results", {}).get("cpu", {}).get("stealPct") for l in open(sys.argv[1]) if l.startswith("{")]
-print(max([s for s in steal if s is not None], default=0))' "$1"
+sys.path.insert(0, sys.argv[1])
+import summarize
+print(summarize.steal_of([json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]))' "$root/bench" "$1"
 }
 
 scenario() { # kind round name args...
