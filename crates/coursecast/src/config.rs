@@ -159,10 +159,6 @@ impl Settings {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
-    pub fn jwt_ttl(&self) -> Duration {
-        Duration::from_secs(self.jwt_ttl_secs)
-    }
-
     /// Settings with every default, as a fresh start with an empty environment would have.
     pub fn defaults() -> Self {
         #[derive(clap::Parser)]
