@@ -11,9 +11,14 @@ use crate::{
     auth::{Authenticator, JwtKeys, PasswordHasher, resolve_jwt_secret},
     cluster::{Cluster, Remote},
     config::Settings,
-    events::{fanout::Fanout, publisher::Publisher, waiters::Waiters},
+    events::{
+        commands::{CommandLimits, Commands},
+        fanout::{Fanout, Origin, Sink},
+        publisher::Publisher,
+        waiters::Waiters,
+    },
     http,
-    realtime::{self, Connections, Expiries, Realtime},
+    realtime::{self, Broadcaster, Connections, Expiries, Realtime},
     state::{AppState, Shared},
     store::Store,
     telemetry::{live::LiveStats, metrics},
@@ -37,14 +42,19 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         Realtime { io: io.clone(), service, connections, expiries: Expiries::start(), cluster: cluster.clone() };
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
     let stats = Arc::new(LiveStats::default());
-    let fanout = Fanout::new(store.clone(), realtime.clone(), waiters.clone(), stats.clone());
+    // Every transport of committed events: long polls, sockets, then other nodes.
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![waiters.clone(), Arc::new(Broadcaster::new(io.clone()))];
+    if let Some(cluster) = &cluster {
+        sinks.push(cluster.clone());
+    }
+    let fanout = Fanout::new(store.clone(), sinks, stats.clone());
     if let Some(cluster) = &cluster {
         let (fanout, realtime, store) = (fanout.clone(), realtime.clone(), store.clone());
         cluster.spawn_listener(move |remote| {
             let (fanout, realtime, store) = (fanout.clone(), realtime.clone(), store.clone());
             async move {
                 match remote {
-                    Remote::Deliver(event) => fanout.deliver_local(&event).await,
+                    Remote::Deliver(event) => fanout.deliver(&event, Origin::Remote).await,
                     // Sent on logout and deletion: the user's token state changed.
                     Remote::DisconnectUser(user) => {
                         store.forget_user(user);
@@ -54,9 +64,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             }
         });
     }
+    let publisher = Publisher::start(store.clone(), fanout).context("starting the writer")?;
+    let limits = CommandLimits { message_max_chars: settings.message_max_chars };
     let state = AppState::new(Shared {
         auth: Authenticator::new(keys, store.clone()),
-        publisher: Publisher::start(store.clone(), fanout).context("starting the writer")?,
+        commands: Commands::new(store.clone(), publisher, limits),
         stats,
         waiters,
         realtime,
@@ -95,19 +107,8 @@ pub async fn run(
         shutdown.await;
         stop.send_replace(true);
     });
-    let requested = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-
     if let Some(port) = settings.metrics_port {
-        let listener = TcpListener::bind(SocketAddr::new(settings.host, port)).await.context("binding METRICS_PORT")?;
-        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-        let server = axum::serve(listener, http::metrics_router()).with_graceful_shutdown(requested(stopping.clone()));
-        tokio::spawn(async move {
-            if let Err(err) = server.await {
-                tracing::error!(error = %err, "metrics server failed");
-            }
-        });
+        spawn_metrics_server(SocketAddr::new(settings.host, port), stopping.clone()).await?;
     }
 
     let gate = realtime::gate::Gate::new(&settings);
@@ -138,7 +139,7 @@ pub async fn run(
         .into_future();
     let drain = async {
         server.await.context("serving")?;
-        state.publisher.drained().await;
+        state.commands.drained().await;
         anyhow::Ok(())
     };
     let deadline = async {
@@ -152,6 +153,24 @@ pub async fn run(
     state.realtime.detach();
     state.store.close().await;
     tracing::info!("coursecast stopped");
+    Ok(())
+}
+
+/// Resolves once `stopping` turns true.
+async fn requested(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Serves `/metrics` alone on `addr` (`METRICS_PORT`) until shutdown.
+async fn spawn_metrics_server(addr: SocketAddr, stopping: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr).await.context("binding METRICS_PORT")?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    let server = axum::serve(listener, http::metrics_router()).with_graceful_shutdown(requested(stopping));
+    tokio::spawn(async move {
+        if let Err(err) = server.await {
+            tracing::error!(error = %err, "metrics server failed");
+        }
+    });
     Ok(())
 }
 

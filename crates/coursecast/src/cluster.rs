@@ -13,7 +13,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, future::BoxFuture};
 use redis::{
     AsyncCommands,
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::events::{StoredEvent, StreamKey};
+use crate::{
+    events::fanout::{Origin, Sink},
+    streams::{StoredEvent, StreamKey},
+};
 
 /// What nodes tell each other.
 #[derive(Serialize, Deserialize)]
@@ -65,7 +68,7 @@ impl Cluster {
     }
 
     /// Tells the other nodes about a committed event.
-    pub async fn publish_event(&self, event: &StoredEvent) {
+    async fn publish_event(&self, event: &StoredEvent) {
         let message = Message::Event {
             node: self.node,
             stream: event.stream.to_string(),
@@ -142,5 +145,17 @@ impl Cluster {
             }
         }
         anyhow::bail!("the subscription stream ended")
+    }
+}
+
+/// The relay to other nodes is a transport of the fan-out: it takes the events this
+/// node committed, and never passes on what another node relayed here.
+impl Sink for Cluster {
+    fn deliver<'a>(&'a self, event: &'a StoredEvent, origin: Origin) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if origin == Origin::Local {
+                self.publish_event(event).await;
+            }
+        })
     }
 }

@@ -74,6 +74,31 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// Why a token was refused. Each variant is one contract code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token was given")]
+    Missing,
+    #[error("the token is invalid: {0}")]
+    Invalid(&'static str),
+    #[error("the token has expired")]
+    Expired,
+}
+
+impl AuthError {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::Missing => ErrorCode::TokenMissing,
+            Self::Invalid(_) => ErrorCode::TokenInvalid,
+            Self::Expired => ErrorCode::TokenExpired,
+        }
+    }
+
+    pub fn message(self) -> String {
+        self.to_string()
+    }
+}
+
 /// Why a request or socket event was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -82,7 +107,7 @@ pub enum AppError {
     #[error("invalid email or password")]
     InvalidCredentials,
     #[error("{}", .0.message())]
-    Auth(#[from] crate::auth::AuthError),
+    Auth(#[from] AuthError),
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]

@@ -7,7 +7,7 @@ use std::{ops::Deref, sync::Arc, time::Instant};
 use crate::{
     auth::{Authenticator, PasswordHasher},
     config::Settings,
-    events::{publisher::Publisher, waiters::Waiters},
+    events::{commands::Commands, waiters::Waiters},
     realtime::Realtime,
     store::Store,
     telemetry::live::LiveStats,
@@ -39,8 +39,9 @@ pub struct Shared {
     pub auth: Authenticator,
     /// Argon2 on the blocking pool, with the dummy hash for unknown accounts.
     pub passwords: PasswordHasher,
-    /// The one publish path: queue to the group-commit writer, then fan-out.
-    pub publisher: Publisher,
+    /// The one command path every door calls: validate, authorise, then publish
+    /// (group commit, then fan-out).
+    pub commands: Commands,
     /// Long-poll requests waiting for their stream to move.
     pub waiters: Arc<Waiters>,
     /// The Socket.IO server and its connection manager.

@@ -1,7 +1,6 @@
 //! Authentication: tokens (PROTOCOL.md section 1), passwords, and the one check that
 //! turns a bearer token into a caller, shared by HTTP extractors and the socket handshake.
 
-mod extract;
 mod handshake;
 mod jwt;
 mod password;
@@ -10,38 +9,13 @@ mod secret;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use extract::{AnyCaller, AuthUser, ServiceCaller};
 pub use handshake::authenticate_handshake;
 pub use jwt::{Claims, JwtKeys};
 pub use password::{PasswordHasher, hash_password};
 pub use secret::resolve_jwt_secret;
 
-use crate::{domain::Role, error::ErrorCode, store::Store};
-
-/// Why a token was refused. Each variant is one contract code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("no token was given")]
-    Missing,
-    #[error("the token is invalid: {0}")]
-    Invalid(&'static str),
-    #[error("the token has expired")]
-    Expired,
-}
-
-impl AuthError {
-    pub fn code(self) -> ErrorCode {
-        match self {
-            Self::Missing => ErrorCode::TokenMissing,
-            Self::Invalid(_) => ErrorCode::TokenInvalid,
-            Self::Expired => ErrorCode::TokenExpired,
-        }
-    }
-
-    pub fn message(self) -> String {
-        self.to_string()
-    }
-}
+pub use crate::error::AuthError;
+use crate::{domain::Role, store::Store};
 
 /// A user proven by a valid, unrevoked token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

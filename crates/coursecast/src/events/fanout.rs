@@ -1,70 +1,62 @@
-//! Delivery of committed events: to long-poll waiters of the event's stream, to
-//! the Socket.IO rooms that subscribe to it, and to the other nodes (`cluster`). Each event is serialised once per
-//! broadcast (its stored JSON is passed through as is).
+//! Delivery of committed events through every transport. Each transport (the
+//! Socket.IO rooms, the long-poll waiters, the relay to other nodes) implements
+//! [`Sink`] once; the fan-out knows them only through it, so a new transport is one
+//! more implementation, not an edit here. Each event is serialised once, when it is
+//! stored; sinks pass its stored JSON through as is.
 
 use std::{sync::Arc, time::Instant};
 
-use socketioxide::BroadcastError;
+use futures_util::future::BoxFuture;
 
-use super::{StoredEvent, StreamKey, waiters::Waiters};
 use crate::{
-    realtime::{Namespace, Realtime, rooms},
     store::Store,
+    streams::StoredEvent,
     telemetry::{live::LiveStats, metrics},
 };
+
+/// Where an event was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// By this node: every sink takes it, the relay to other nodes included.
+    Local,
+    /// By another node, relayed here: only this node's own clients take it.
+    Remote,
+}
+
+/// A transport's share of delivering one committed event. Implementations must not
+/// block: a slow client is the transport's to bound (drop its copy, cut it), never
+/// the pipeline's to wait for.
+pub trait Sink: Send + Sync {
+    fn deliver<'a>(&'a self, event: &'a StoredEvent, origin: Origin) -> BoxFuture<'a, ()>;
+}
 
 #[derive(Clone)]
 pub struct Fanout {
     store: Store,
-    realtime: Realtime,
-    waiters: Arc<Waiters>,
+    sinks: Arc<[Arc<dyn Sink>]>,
     stats: Arc<LiveStats>,
 }
 
 impl Fanout {
-    pub fn new(store: Store, realtime: Realtime, waiters: Arc<Waiters>, stats: Arc<LiveStats>) -> Self {
-        Self { store, realtime, waiters, stats }
+    pub fn new(store: Store, sinks: Vec<Arc<dyn Sink>>, stats: Arc<LiveStats>) -> Self {
+        Self { store, sinks: sinks.into(), stats }
     }
 
-    /// Delivers an event this node committed at `committed`: here, then to the
-    /// other nodes.
-    pub async fn deliver(&self, event: &StoredEvent, committed: Instant) {
-        self.deliver_local(event).await;
+    /// Delivers an event this node committed at `committed`.
+    pub async fn deliver_committed(&self, event: &StoredEvent, committed: Instant) {
+        self.deliver(event, Origin::Local).await;
         let latency = committed.elapsed();
         metrics::delivery_latency(latency);
         self.stats.delivered(latency);
-        if let Some(cluster) = &self.realtime.cluster {
-            cluster.publish_event(event).await;
-        }
     }
 
-    /// Delivers an event to this node's waiters and sockets.
-    pub async fn deliver_local(&self, event: &StoredEvent) {
+    /// Delivers an event through every sink, in the order they were given.
+    pub async fn deliver(&self, event: &StoredEvent, origin: Origin) {
+        // Recorded before the event goes out, so a head read afterwards never runs
+        // ahead of what a room receives.
         self.store.delivered(event.stream, event.seq);
-        self.waiters.notify(event);
-        let (namespace, name, mut targets) = match event.stream {
-            StreamKey::Messages(course) => (Namespace::Chat, "message", vec![rooms::course(course)]),
-            StreamKey::Annotations(course) => (Namespace::Collaboration, "annotation", vec![rooms::course(course)]),
-            StreamKey::Notifications(user) => (Namespace::Notifications, "notification", vec![rooms::user(user)]),
-            StreamKey::Progress(user) => (Namespace::Analytics, "progress", vec![rooms::user(user)]),
-        };
-        if let Some(course) = event.watch_course {
-            targets.push(rooms::watch(course));
+        for sink in self.sinks.iter() {
+            sink.deliver(event, origin).await;
         }
-        let Some(operators) = self.realtime.io.of(namespace.path()) else {
-            return;
-        };
-        match operators.to(targets).emit(name, &*event.payload).await {
-            Ok(()) => {}
-            Err(BroadcastError::Socket(failed)) => {
-                // Sockets whose buffer is full (or that just closed) miss the live copy;
-                // the event is stored, and they catch up from their cursor on reconnect.
-                // Counted, not logged at warn: under overload this is once per event.
-                metrics::broadcast_failures(namespace.path(), failed.len());
-                tracing::debug!(stream = %event.stream, seq = event.seq, sockets = failed.len(), "broadcast missed sockets");
-            }
-            Err(err) => tracing::warn!(stream = %event.stream, seq = event.seq, error = %err, "broadcast failed"),
-        }
-        metrics::event_emitted(namespace.path(), name);
     }
 }

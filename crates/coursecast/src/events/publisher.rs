@@ -16,12 +16,13 @@ use std::{
     time::Instant,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::fanout::Fanout;
 use crate::{
     error::AppError,
-    store::{Append, Appended, BackendKind, Store},
+    store::{BackendKind, Store},
+    streams::{Append, Appended},
     telemetry::metrics,
 };
 
@@ -38,7 +39,11 @@ pub const MAX_BATCH: usize = 4096;
 /// slow fan-out slows commits instead of piling up memory.
 const DELIVERY_QUEUE: usize = 4;
 
-type Reply = oneshot::Sender<Result<Appended, AppError>>;
+/// Where an append's outcome goes, with its place in the in-flight count.
+struct Reply {
+    answer: oneshot::Sender<Result<Appended, AppError>>,
+    _counted: Ticket,
+}
 
 /// A committed batch: each append's outcome with its caller, and when it committed.
 struct Committed {
@@ -50,8 +55,36 @@ struct Committed {
 #[derive(Clone)]
 pub struct Publisher {
     queue: mpsc::Sender<(Append, Reply)>,
-    /// Appends handed in and not yet answered (queued, in a batch, or fanning out).
-    pending: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Appends handed in and not yet answered (queued, in a batch, or fanning out), and
+/// a wake-up for whoever waits for that count to reach zero.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One append counted in flight until dropped. It travels with the append's reply,
+/// not with the caller, so an append whose caller went away is still counted until
+/// the writer is done with it, and however it ends (answered, refused at the queue,
+/// dropped unanswered) it is counted out exactly once.
+struct Ticket(Arc<InFlight>);
+
+impl Ticket {
+    fn new(in_flight: &Arc<InFlight>) -> Self {
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Publisher {
@@ -82,33 +115,38 @@ impl Publisher {
             }
         }
         tokio::spawn(deliver_loop(fanout, committed));
-        Ok(Self { queue, pending: Arc::new(AtomicUsize::new(0)) })
+        Ok(Self { queue, in_flight: Arc::default() })
     }
 
     /// Resolves once every append handed in so far has been stored and delivered
     /// (shutdown waits for this before closing storage).
     pub async fn drained(&self) {
-        while self.pending.load(Ordering::Acquire) > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        loop {
+            // Registered before the count is read, so a ticket dropped in between still wakes it.
+            let idle = self.in_flight.idle.notified();
+            let mut idle = std::pin::pin!(idle);
+            idle.as_mut().enable();
+            if self.in_flight.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
         }
     }
 
     /// Stores `op`, delivers its events, and returns them. A retry with a used
     /// `clientMsgId` returns the original event and delivers nothing again.
     pub async fn publish(&self, op: Append) -> Result<Appended, AppError> {
-        let (reply, answer) = oneshot::channel();
+        let (answer, outcome) = oneshot::channel();
+        let reply = Reply { answer, _counted: Ticket::new(&self.in_flight) };
         let stopping = || AppError::Unavailable("the server is shutting down");
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        let outcome = match self.queue.try_send((op, reply)) {
-            Ok(()) => answer.await.map_err(|_| stopping()).and_then(|outcome| outcome),
+        match self.queue.try_send((op, reply)) {
+            Ok(()) => outcome.await.map_err(|_| stopping()).and_then(|outcome| outcome),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::publish_refused();
                 Err(AppError::Unavailable("the server is overloaded; retry with the same clientMsgId"))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(stopping()),
-        };
-        self.pending.fetch_sub(1, Ordering::AcqRel);
-        outcome
+        }
     }
 }
 
@@ -156,11 +194,24 @@ async fn deliver_loop(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) 
                 && !appended.duplicate
             {
                 for event in &appended.events {
-                    fanout.deliver(event, at).await;
+                    fanout.deliver_committed(event, at).await;
                 }
             }
             // The caller may have gone away (socket closed); the event is stored anyway.
-            let _ = reply.send(outcome);
+            let _ = reply.answer.send(outcome);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_batch_has_a_size_bucket_of_its_own() {
+        let top = metrics::BATCH_SIZE_BUCKETS.last().copied().unwrap_or_default();
+        assert_eq!(top, MAX_BATCH as f64, "the batch-size histogram must reach MAX_BATCH");
+        let below = metrics::BATCH_SIZE_BUCKETS.iter().rev().nth(1).copied().unwrap_or_default();
+        assert!(below < MAX_BATCH as f64);
     }
 }

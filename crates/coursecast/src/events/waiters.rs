@@ -18,13 +18,16 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
 
-use super::{StoredEvent, StreamKey};
+use super::fanout::{Origin, Sink};
 use crate::{
     error::AppError,
-    store::{Store, StreamPage},
+    locks::lock,
+    store::Store,
+    streams::{StoredEvent, StreamKey, StreamPage},
     telemetry::metrics,
 };
 
@@ -58,11 +61,11 @@ impl Waiters {
     }
 
     fn heads(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, watch::Sender<Tail>>> {
-        self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.heads)
     }
 
     /// Wakes the stream's waiters with an event that was just committed.
-    pub fn notify(&self, event: &StoredEvent) {
+    fn notify(&self, event: &StoredEvent) {
         if let Some(head) = self.heads().get(&event.stream) {
             head.send_modify(|tail| {
                 let mut events = Vec::with_capacity(TAIL);
@@ -177,6 +180,15 @@ impl Waiters {
         }
         // Woken by what the tail cannot answer, or out of time: ask storage once.
         self.read(store, stream, since, limit).await
+    }
+}
+
+/// Long polls are a transport like any other: they take every event, from this
+/// node or relayed from another.
+impl Sink for Waiters {
+    fn deliver<'a>(&'a self, event: &'a StoredEvent, _origin: Origin) -> BoxFuture<'a, ()> {
+        self.notify(event);
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -10,7 +10,8 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use crate::{auth::AuthUser, error::AppError, state::AppState};
+use super::caller::AuthUser;
+use crate::{error::AppError, state::AppState};
 
 const PAGE: &str = include_str!("../../assets/admin/index.html");
 const SCRIPT: &str = include_str!("../../assets/admin/dashboard.js");
@@ -41,6 +42,6 @@ async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<
         "latency": state.stats.latency(),
         "longPollWaiters": state.waiters.waiting(),
         "uptimeSeconds": state.started_at.elapsed().as_secs(),
-        "serverTime": crate::store::Timestamp::now(),
+        "serverTime": crate::streams::Timestamp::now(),
     })))
 }

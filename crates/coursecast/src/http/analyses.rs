@@ -7,15 +7,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::caller::{AuthUser, ServiceCaller};
 use super::extract::{Json, Path};
 use crate::{
-    access::require_course_reader,
-    auth::{AuthUser, ServiceCaller},
-    domain::{NotificationText, parse_id},
-    error::AppError,
-    events::{NotificationType, Priority, commands::event_reply},
-    state::AppState,
-    store::{Append, NewNotification},
+    access::require_course_reader, domain::parse_id, error::AppError, events::commands::event_reply, state::AppState,
 };
 
 pub fn router() -> Router<AppState> {
@@ -54,18 +49,7 @@ async fn progress(
     Path(analysis_id): Path<Uuid>,
     Json(body): Json<ProgressBody>,
 ) -> Result<AxumJson<Map<String, Value>>, AppError> {
-    let progress = u8::try_from(body.progress)
-        .ok()
-        .filter(|p| *p <= 100)
-        .ok_or_else(|| AppError::validation("progress must be an integer from 0 to 100"))?;
-    let completion_notice = NewNotification {
-        notification_type: NotificationType::CnnAnalysisComplete,
-        title: NotificationText::title("Analysis complete")?,
-        message: NotificationText::body(&format!("Analysis {analysis_id} has finished."))?,
-        priority: Priority::Normal,
-    };
-    let op = Append::Progress { analysis_id, progress, data: body.data, completion_notice };
-    let appended = state.publisher.publish(op).await?;
-    tracing::info!(%analysis_id, progress, service, "analysis progress");
+    let appended = state.commands.report_progress(analysis_id, body.progress, body.data).await?;
+    tracing::info!(%analysis_id, progress = body.progress, service, "analysis progress");
     Ok(AxumJson(event_reply(&appended)?))
 }

@@ -9,9 +9,9 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::caller::AuthUser;
 use super::extract::Json;
 use crate::{
-    auth::AuthUser,
     domain::{DisplayName, Email, Password, Role},
     error::AppError,
     state::AppState,

@@ -5,8 +5,11 @@
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 
-use super::{Caller, Identity, bearer_token};
-use crate::{error::AppError, state::AppState};
+use crate::{
+    auth::{Caller, Identity, bearer_token},
+    error::AppError,
+    state::AppState,
+};
 
 /// A request made by a user (never a service).
 #[derive(Debug, Clone, Copy)]

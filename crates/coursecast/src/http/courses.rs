@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::caller::AuthUser;
 use super::extract::{Json, Path};
 use crate::{
     access::{find_course, manages, require_course_reader},
-    auth::AuthUser,
     domain::{CourseTitle, Role},
     error::AppError,
     state::AppState,

@@ -10,6 +10,7 @@ mod admin;
 mod analyses;
 mod around;
 mod auth;
+mod caller;
 mod courses;
 mod extract;
 mod notifications;

@@ -15,18 +15,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::caller::AuthUser;
 use super::extract::{Json, Path, Query};
 use crate::{
-    access::{require_course_reader, require_self_or_admin},
-    auth::{AuthUser, Identity},
+    auth::Identity,
     error::AppError,
-    events::{
-        self, StreamKey,
-        commands::{self, Membership, event_reply},
-    },
+    events::commands::{Membership, event_reply},
     realtime::Namespace,
     state::AppState,
-    store::{StreamPage, Timestamp},
+    streams::{self, Owner, StreamKey, StreamKind, StreamPage, Timestamp},
     telemetry::metrics,
 };
 
@@ -34,13 +31,19 @@ use crate::{
 const MAX_WAIT_SECS: f64 = 30.0;
 
 pub fn router(state: &AppState) -> Router<AppState> {
-    let mut fallback = Router::new()
-        .route("/api/realtime/messages/{course_id}", poll(Polled::Messages).post(send_message))
+    // Every stream kind is polled at `/api/realtime/<kind>/<owner id>`.
+    let mut fallback = StreamKind::ALL.into_iter().fold(Router::new(), |router, kind| {
+        let owner = match kind.owner() {
+            Owner::Course => "course_id",
+            Owner::User => "user_id",
+        };
+        router.route(&format!("/api/realtime/{}/{{{owner}}}", kind.name()), poll(kind))
+    });
+    fallback = fallback
+        .route("/api/realtime/messages/{course_id}", post(send_message))
         .route("/api/realtime/messages/{course_id}/{message_id}", patch(edit_message).delete(delete_message))
-        .route("/api/realtime/annotations/{course_id}", poll(Polled::Annotations).post(annotate))
-        .route("/api/realtime/notifications/{user_id}", poll(Polled::Notifications))
-        .route("/api/realtime/notifications/{notification_id}/read", post(read_notification))
-        .route("/api/realtime/progress/{user_id}", poll(Polled::Progress));
+        .route("/api/realtime/annotations/{course_id}", post(annotate))
+        .route("/api/realtime/notifications/{notification_id}/read", post(read_notification));
     if !state.settings.enable_fallback {
         fallback = fallback.route_layer(middleware::from_fn(fallback_disabled));
     }
@@ -60,42 +63,8 @@ struct PollQuery {
     wait: Option<f64>,
 }
 
-/// The streams a client may poll, and who may read each.
-#[derive(Clone, Copy)]
-enum Polled {
-    Messages,
-    Annotations,
-    Notifications,
-    Progress,
-}
-
-impl Polled {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Messages => "messages",
-            Self::Annotations => "annotations",
-            Self::Notifications => "notifications",
-            Self::Progress => "progress",
-        }
-    }
-
-    /// `id` is the course (messages, annotations) or the user (notifications, progress).
-    async fn authorize(self, state: &AppState, me: &Identity, id: Uuid) -> Result<StreamKey, AppError> {
-        match self {
-            Self::Messages | Self::Annotations => require_course_reader(&state.store, id, me).await.map(drop)?,
-            Self::Notifications | Self::Progress => require_self_or_admin(id, me)?,
-        }
-        Ok(match self {
-            Self::Messages => StreamKey::Messages(id),
-            Self::Annotations => StreamKey::Annotations(id),
-            Self::Notifications => StreamKey::Notifications(id),
-            Self::Progress => StreamKey::Progress(id),
-        })
-    }
-}
-
 /// The `GET` route of one kind of stream.
-fn poll(kind: Polled) -> MethodRouter<AppState> {
+fn poll(kind: StreamKind) -> MethodRouter<AppState> {
     get(
         move |State(state): State<AppState>,
               AuthUser(me): AuthUser,
@@ -107,19 +76,20 @@ fn poll(kind: Polled) -> MethodRouter<AppState> {
 async fn poll_stream(
     state: &AppState,
     me: &Identity,
-    kind: Polled,
+    kind: StreamKind,
     id: Uuid,
     query: PollQuery,
 ) -> Result<AxumJson<StreamPage>, AppError> {
-    let since = events::since(query.since)?;
+    let since = streams::since(query.since)?;
     let wait = query.wait.unwrap_or(0.0);
     if !wait.is_finite() {
         return Err(AppError::validation("wait must be a number of seconds"));
     }
-    let stream = kind.authorize(state, me, id).await?;
-    metrics::poll_request(kind.label());
+    let stream = StreamKey::new(kind, id);
+    state.commands.authorize_read(me, stream).await?;
+    metrics::poll_request(kind.name());
     let wait = Duration::from_secs_f64(wait.clamp(0.0, MAX_WAIT_SECS));
-    let page = state.waiters.poll(&state.store, stream, since, events::page_limit(query.limit), wait).await?;
+    let page = state.waiters.poll(&state.store, stream, since, streams::page_limit(query.limit), wait).await?;
     Ok(AxumJson(page))
 }
 
@@ -153,16 +123,17 @@ async fn send_message(
     Path(course_id): Path<Uuid>,
     Json(body): Json<SendBody>,
 ) -> Result<(StatusCode, EventAnswer), AppError> {
-    let appended = commands::send_message(
-        &state,
-        &me,
-        Membership::Unchecked,
-        course_id,
-        &body.content,
-        body.channel_id.as_deref(),
-        &body.client_msg_id,
-    )
-    .await?;
+    let appended = state
+        .commands
+        .send_message(
+            &me,
+            Membership::Unchecked,
+            course_id,
+            &body.content,
+            body.channel_id.as_deref(),
+            &body.client_msg_id,
+        )
+        .await?;
     Ok((StatusCode::CREATED, AxumJson(event_reply(&appended)?)))
 }
 
@@ -173,7 +144,7 @@ async fn edit_message(
     Json(body): Json<EditBody>,
 ) -> Result<EventAnswer, AppError> {
     let appended =
-        commands::edit_message(&state, &me, Membership::Unchecked, course_id, &message_id, &body.content).await?;
+        state.commands.edit_message(&me, Membership::Unchecked, course_id, &message_id, &body.content).await?;
     Ok(AxumJson(event_reply(&appended)?))
 }
 
@@ -182,7 +153,7 @@ async fn delete_message(
     AuthUser(me): AuthUser,
     Path((course_id, message_id)): Path<(Uuid, String)>,
 ) -> Result<EventAnswer, AppError> {
-    Ok(AxumJson(event_reply(&commands::delete_message(&state, &me, course_id, &message_id).await?)?))
+    Ok(AxumJson(event_reply(&state.commands.delete_message(&me, course_id, &message_id).await?)?))
 }
 
 async fn annotate(
@@ -191,16 +162,10 @@ async fn annotate(
     Path(course_id): Path<Uuid>,
     Json(body): Json<AnnotateBody>,
 ) -> Result<(StatusCode, EventAnswer), AppError> {
-    let appended = commands::annotate(
-        &state,
-        &me,
-        Membership::Unchecked,
-        course_id,
-        &body.document_id,
-        body.annotation,
-        &body.client_msg_id,
-    )
-    .await?;
+    let appended = state
+        .commands
+        .annotate(&me, Membership::Unchecked, course_id, &body.document_id, body.annotation, &body.client_msg_id)
+        .await?;
     Ok((StatusCode::CREATED, AxumJson(event_reply(&appended)?)))
 }
 
@@ -209,7 +174,7 @@ async fn read_notification(
     AuthUser(me): AuthUser,
     Path(notification_id): Path<String>,
 ) -> Result<EventAnswer, AppError> {
-    Ok(AxumJson(event_reply(&commands::read_notification(&state, &me, &notification_id).await?)?))
+    Ok(AxumJson(event_reply(&state.commands.read_notification(&me, &notification_id).await?)?))
 }
 
 /// No token needed: the client's cheap check whether to go back to sockets.

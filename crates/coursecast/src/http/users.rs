@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::caller::AuthUser;
 use super::extract::{Json, Path};
 use crate::{
-    auth::AuthUser,
     domain::{DisplayName, Email, Password, Role},
     error::AppError,
     state::AppState,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Namespace, gate::ClientId};
-use crate::{error::ErrorCode, telemetry::metrics};
+use crate::{error::ErrorCode, locks::lock, telemetry::metrics};
 
 pub struct Connections {
     max_clients: usize,
@@ -52,7 +52,7 @@ impl Connections {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain counters behind: keep serving.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner)
     }
 
     /// Whether a new socket of `user` from `client` fits the limits (`SERVER_FULL`).

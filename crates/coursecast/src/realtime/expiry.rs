@@ -14,7 +14,7 @@ use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 
 use super::Session;
-use crate::store::Timestamp;
+use crate::{locks::lock, streams::Timestamp};
 
 /// `session:expiring` goes out this long before the token's `exp`.
 const WARNING_SECS: i64 = 60;
@@ -97,7 +97,7 @@ impl Expiries {
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue<SocketRef>> {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.queue)
     }
 
     /// Watches a connected socket's token (and again after each `reauth`).

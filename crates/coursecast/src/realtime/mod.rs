@@ -1,6 +1,7 @@
 //! The Socket.IO layer (PROTOCOL.md section 3): server set-up, the HTTP gate in front
 //! of it, per-socket sessions, the connection manager, and the four namespaces.
 
+mod broadcaster;
 pub mod connections;
 mod dispatch;
 mod expiry;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use socketioxide::{SocketIo, service::SocketIoService};
 use uuid::Uuid;
 
+pub use broadcaster::Broadcaster;
 pub use connections::{ConnectionStats, Connections};
 pub use expiry::Expiries;
 pub use session::Session;

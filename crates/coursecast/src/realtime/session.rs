@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::DefaultClock
 use uuid::Uuid;
 
 use super::gate::ClientId;
-use crate::{auth::Identity, error::AppError};
+use crate::{auth::Identity, error::AppError, locks::lock};
 
 /// One clock for every socket's rate limiter: creating one (`DefaultClock::default`)
 /// queries the CPU's features, 4 % of the server's time in the handshake profile.
@@ -65,7 +65,7 @@ impl Session {
     }
 
     fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
-        self.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.lifecycle)
     }
 
     /// Runs `count` once the socket is connected, unless it is already gone.
@@ -101,7 +101,7 @@ impl Session {
     }
 
     fn courses(&self) -> std::sync::MutexGuard<'_, Vec<Uuid>> {
-        self.courses.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.courses)
     }
 
     /// Notes a joined course; false if it was already joined.

@@ -4,10 +4,11 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Store, Timestamp, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
+use super::{Store, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
 use crate::{
     domain::{CourseTitle, Role},
     error::AppError,
+    streams::Timestamp,
 };
 
 /// The contract's `Course` object.

@@ -1,15 +1,20 @@
 //! Accounts: creation, lookup for login and token checks, logout, deletion.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Backend, Store, Timestamp, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
+use super::{Backend, Store, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
 use crate::{
     domain::{DisplayName, Email, Role},
     error::AppError,
+    locks::lock,
+    streams::Timestamp,
 };
 
 /// The contract's `User` object.
@@ -40,7 +45,9 @@ pub struct UserAuthState {
 /// The most users one token-state query asks for.
 const AUTH_BATCH_MAX: usize = 256;
 
-type AuthAnswer = oneshot::Sender<Result<Option<UserAuthState>, String>>;
+/// One batch's outcome reaches every asker in it, so its error is shared.
+type AuthOutcome = Result<Option<UserAuthState>, Arc<sqlx::Error>>;
+type AuthAnswer = oneshot::Sender<AuthOutcome>;
 
 /// Token-state reads waiting for the next batch.
 #[derive(Default)]
@@ -57,7 +64,7 @@ struct AuthQueue {
 
 impl AuthReads {
     fn queue(&self) -> std::sync::MutexGuard<'_, AuthQueue> {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.queue)
     }
 
     /// Queues a read; true if no task is reading, so the caller must start one.
@@ -104,10 +111,15 @@ impl TryFrom<UserRow> for User {
             id: parse_stored_id(&row.id)?,
             email: row.email,
             display_name: row.display_name,
-            role: row.role.parse().map_err(|e: AppError| sqlx::Error::Decode(e.to_string().into()))?,
+            role: stored_role(&row.role)?,
             created_at: Timestamp(row.created_at),
         })
     }
+}
+
+/// A stored role; one that does not parse is corruption, not input.
+fn stored_role(raw: &str) -> Result<Role, sqlx::Error> {
+    raw.parse().map_err(|e: AppError| sqlx::Error::Decode(e.to_string().into()))
 }
 
 /// The columns of [`UserRow`], as a macro so queries stay `&'static str` (sqlx refuses
@@ -195,11 +207,11 @@ impl Store {
             let mut ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
             ids.sort_unstable();
             ids.dedup();
-            let states = self.read_auth_states(&ids).await;
+            let states = self.read_auth_states(&ids).await.map_err(Arc::new);
             for (id, reply) in batch {
                 let answer = match &states {
                     Ok(states) => Ok(states.get(&id).copied()),
-                    Err(err) => Err(err.to_string()),
+                    Err(err) => Err(err.clone()),
                 };
                 // The asker may be gone (its handshake timed out).
                 let _ = reply.send(answer);
@@ -210,7 +222,7 @@ impl Store {
     /// Token states of `ids` (absent: no such user) in one query; remembers them, and
     /// the users' enrolments, which come along (one row per course): the first `join`
     /// after a handshake then needs no membership query of its own.
-    async fn read_auth_states(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, UserAuthState>, AppError> {
+    async fn read_auth_states(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, UserAuthState>, sqlx::Error> {
         let epoch = self.known.auth_epoch();
         let started = std::time::Instant::now();
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
@@ -251,7 +263,7 @@ impl Store {
         let mut states = HashMap::with_capacity(ids.len());
         for (user, role, tokens_valid_from, course) in rows {
             let user = parse_stored_id(&user)?;
-            states.insert(user, UserAuthState { role: role.parse()?, tokens_valid_from });
+            states.insert(user, UserAuthState { role: stored_role(&role)?, tokens_valid_from });
             if let Some(course) = course {
                 self.known.remember_member(parse_stored_id(&course)?, user);
             }
@@ -360,7 +372,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn ask(reads: &AuthReads, id: Uuid) -> (bool, oneshot::Receiver<Result<Option<UserAuthState>, String>>) {
+    fn ask(reads: &AuthReads, id: Uuid) -> (bool, oneshot::Receiver<AuthOutcome>) {
         let (reply, answer) = oneshot::channel();
         (reads.enqueue(id, reply), answer)
     }

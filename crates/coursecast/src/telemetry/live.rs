@@ -12,6 +12,8 @@ use std::{
 
 use serde::Serialize;
 
+use crate::locks::lock;
+
 /// Latency samples kept for the percentiles.
 const SAMPLES: usize = 4096;
 
@@ -34,7 +36,7 @@ impl LiveStats {
     pub fn delivered(&self, latency: Duration) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
-        let mut samples = self.latencies_us.lock().unwrap_or_else(|p| p.into_inner());
+        let mut samples = lock(&self.latencies_us);
         if samples.len() == SAMPLES {
             samples.pop_front();
         }
@@ -46,8 +48,7 @@ impl LiveStats {
     }
 
     pub fn latency(&self) -> LatencySummary {
-        let mut sorted: Vec<u32> =
-            self.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        let mut sorted: Vec<u32> = lock(&self.latencies_us).iter().copied().collect();
         sorted.sort_unstable();
         let at = |q: f64| {
             if sorted.is_empty() {

@@ -11,6 +11,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Appends per committed batch: powers of two up to the publisher's `MAX_BATCH`
+/// (a unit test beside it keeps the two in step), so a full batch has its own bucket.
+pub const BATCH_SIZE_BUCKETS: &[f64] =
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0];
+
 /// Installs the process-wide recorder once (tests start several apps in one process)
 /// and returns the handle that renders `/metrics`.
 pub fn handle() -> PrometheusHandle {
@@ -20,10 +25,7 @@ pub fn handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|builder| {
-                    builder.set_buckets_for_metric(
-                        Matcher::Full("coursecast_batch_size".into()),
-                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
-                    )
+                    builder.set_buckets_for_metric(Matcher::Full("coursecast_batch_size".into()), BATCH_SIZE_BUCKETS)
                 })
                 .map(|builder| builder.build_recorder());
             match recorder {

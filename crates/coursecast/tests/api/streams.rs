@@ -4,8 +4,8 @@
 use coursecast::{
     domain::{ClientMsgId, MessageContent},
     error::AppError,
-    events::{StreamKey, publisher::MAX_BATCH},
-    store::{Append, Appended},
+    events::publisher::MAX_BATCH,
+    streams::{Append, Appended, StreamKey},
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -246,5 +246,5 @@ async fn a_full_batch_is_stored_once_and_its_retry_returns_the_originals() {
 
     let retried = events(app.state.store.append_batch(&ops).await.unwrap(), true);
     assert_eq!(retried, stored);
-    assert_eq!(app.state.store.stream_head(StreamKey::Messages(course)).await.unwrap(), MAX_BATCH as i64);
+    assert_eq!(app.state.store.stream_head(StreamKey::messages(course)).await.unwrap(), MAX_BATCH as i64);
 }

@@ -8,16 +8,15 @@ use socketioxide::extract::SocketRef;
 
 use super::{notifications::SyncPayload, sync_reply};
 use crate::{
-    access::{find_course, manages},
     domain::parse_id,
     error::AppError,
-    events::StreamKey,
     realtime::{
         Session,
         dispatch::{Ctx, Reply},
         rooms,
     },
     state::AppState,
+    streams::StreamKey,
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
@@ -32,14 +31,12 @@ struct WatchPayload {
 }
 
 async fn sync(state: &AppState, ctx: Ctx, payload: SyncPayload) -> Result<Reply, AppError> {
-    sync_reply(state, StreamKey::Progress(ctx.session.user.id), payload).await
+    sync_reply(state, StreamKey::progress(ctx.session.user.id), payload).await
 }
 
 async fn watch(state: &AppState, ctx: Ctx, payload: WatchPayload) -> Result<Reply, AppError> {
-    let course = find_course(&state.store, parse_id(&payload.course_id, "courseId")?).await?;
-    if !manages(&course, &ctx.session.user) {
-        return Err(AppError::Forbidden("only the course's professor or an ADMIN may watch its analyses"));
-    }
-    ctx.socket.join(rooms::watch(course.id));
+    let course_id = parse_id(&payload.course_id, "courseId")?;
+    state.commands.authorize_watch(&ctx.session.user, course_id).await?;
+    ctx.socket.join(rooms::watch(course_id));
     Ok(Reply::new())
 }

@@ -10,16 +10,14 @@ use super::course_rooms::{self, JoinPayload, LeavePayload};
 use crate::{
     domain::parse_id,
     error::AppError,
-    events::{
-        StreamKey,
-        commands::{self, event_reply},
-    },
+    events::commands::event_reply,
     realtime::{
         Namespace, Session,
         dispatch::{Ctx, Reply},
         rooms,
     },
     state::AppState,
+    streams::StreamKey,
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
@@ -32,7 +30,7 @@ pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
 }
 
 async fn join(state: &AppState, ctx: Ctx, payload: JoinPayload) -> Result<Reply, AppError> {
-    course_rooms::join(state, &ctx, Namespace::Chat, payload, StreamKey::Messages).await
+    course_rooms::join(state, &ctx, Namespace::Chat, payload, StreamKey::messages).await
 }
 
 async fn leave(state: &AppState, ctx: Ctx, payload: LeavePayload) -> Result<Reply, AppError> {
@@ -73,9 +71,10 @@ async fn send(state: &AppState, ctx: Ctx, p: SendPayload) -> Result<Reply, AppEr
     let course_id = parse_id(&p.course_id, "courseId")?;
     let me = &ctx.session.user;
     let membership = course_rooms::membership(&ctx, course_id);
-    let appended =
-        commands::send_message(state, me, membership, course_id, &p.content, p.channel_id.as_deref(), &p.client_msg_id)
-            .await?;
+    let appended = state
+        .commands
+        .send_message(me, membership, course_id, &p.content, p.channel_id.as_deref(), &p.client_msg_id)
+        .await?;
     event_reply(&appended)
 }
 
@@ -83,13 +82,13 @@ async fn edit(state: &AppState, ctx: Ctx, p: EditPayload) -> Result<Reply, AppEr
     let course_id = parse_id(&p.course_id, "courseId")?;
     let membership = course_rooms::membership(&ctx, course_id);
     event_reply(
-        &commands::edit_message(state, &ctx.session.user, membership, course_id, &p.message_id, &p.content).await?,
+        &state.commands.edit_message(&ctx.session.user, membership, course_id, &p.message_id, &p.content).await?,
     )
 }
 
 async fn delete(state: &AppState, ctx: Ctx, p: DeletePayload) -> Result<Reply, AppError> {
     let course_id = parse_id(&p.course_id, "courseId")?;
-    event_reply(&commands::delete_message(state, &ctx.session.user, course_id, &p.message_id).await?)
+    event_reply(&state.commands.delete_message(&ctx.session.user, course_id, &p.message_id).await?)
 }
 
 async fn typing(_state: &AppState, ctx: Ctx, payload: TypingPayload) -> Result<Reply, AppError> {

@@ -11,16 +11,14 @@ use super::course_rooms::{self, JoinPayload, LeavePayload};
 use crate::{
     domain::{DocumentId, parse_id},
     error::AppError,
-    events::{
-        StreamKey,
-        commands::{self, event_reply},
-    },
+    events::commands::{bounded_json, event_reply},
     realtime::{
         Namespace, Session,
         dispatch::{Ctx, Reply},
         rooms,
     },
     state::AppState,
+    streams::StreamKey,
 };
 
 /// Largest cursor position, as serialised JSON.
@@ -51,7 +49,7 @@ struct CursorPayload {
 }
 
 async fn join(state: &AppState, ctx: Ctx, payload: JoinPayload) -> Result<Reply, AppError> {
-    course_rooms::join(state, &ctx, Namespace::Collaboration, payload, StreamKey::Annotations).await
+    course_rooms::join(state, &ctx, Namespace::Collaboration, payload, StreamKey::annotations).await
 }
 
 async fn leave(state: &AppState, ctx: Ctx, payload: LeavePayload) -> Result<Reply, AppError> {
@@ -63,14 +61,14 @@ async fn annotate(state: &AppState, ctx: Ctx, p: AnnotatePayload) -> Result<Repl
     let membership = course_rooms::membership(&ctx, course_id);
     let me = &ctx.session.user;
     event_reply(
-        &commands::annotate(state, me, membership, course_id, &p.document_id, p.annotation, &p.client_msg_id).await?,
+        &state.commands.annotate(me, membership, course_id, &p.document_id, p.annotation, &p.client_msg_id).await?,
     )
 }
 
 async fn cursor(_state: &AppState, ctx: Ctx, payload: CursorPayload) -> Result<Reply, AppError> {
     let course_id = parse_id(&payload.course_id, "courseId")?;
     let document_id = DocumentId::parse(&payload.document_id)?;
-    commands::bounded_json(&payload.position, "position", MAX_POSITION_BYTES)?;
+    bounded_json(&payload.position, "position", MAX_POSITION_BYTES)?;
     course_rooms::require_joined(&ctx, course_id)?;
     let event = json!({
         "courseId": course_id,

@@ -8,12 +8,12 @@ use uuid::Uuid;
 
 use super::reply;
 use crate::{
-    access::require_course_reader,
     domain::parse_id,
     error::AppError,
-    events::{self, StreamKey, commands::Membership},
+    events::commands::Membership,
     realtime::{Namespace, dispatch::Ctx, dispatch::Reply, rooms},
     state::AppState,
+    streams::{self, StreamKey},
 };
 
 #[derive(Deserialize)]
@@ -41,16 +41,16 @@ pub async fn join(
     stream: fn(Uuid) -> StreamKey,
 ) -> Result<Reply, AppError> {
     let course_id = parse_id(&payload.course_id, "courseId")?;
-    let since = payload.since.map(|since| events::since(Some(since))).transpose()?;
-    require_course_reader(&state.store, course_id, &ctx.session.user).await?;
+    let since = payload.since.map(|since| streams::since(Some(since))).transpose()?;
+    let stream = stream(course_id);
+    state.commands.authorize_read(&ctx.session.user, stream).await?;
     // Enter before reading, so nothing committed in between can be missed; an event
     // may then arrive both live and in `missed`, and clients drop `seq <= cursor`.
     enter(state, ctx, namespace, course_id);
-    let stream = stream(course_id);
     let page = match since {
         None => json!({"cursor": state.store.stream_head(stream).await?, "missed": [], "hasMore": false}),
         Some(since) => {
-            let page = state.store.read_stream(stream, since, events::page_limit(payload.limit)).await?;
+            let page = state.store.read_stream(stream, since, streams::page_limit(payload.limit)).await?;
             json!({"cursor": page.cursor, "missed": page.events, "hasMore": page.has_more})
         }
     };

@@ -42,7 +42,7 @@ use crate::{
     auth::{Caller, authenticate_handshake},
     error::{AppError, ErrorCode},
     state::AppState,
-    store::Timestamp,
+    streams::Timestamp,
     telemetry::metrics,
 };
 
@@ -200,10 +200,10 @@ fn reply(value: Value) -> Reply {
 /// `sync {since?, limit?}` on one of the caller's own streams.
 async fn sync_reply(
     state: &AppState,
-    stream: crate::events::StreamKey,
+    stream: crate::streams::StreamKey,
     payload: notifications::SyncPayload,
 ) -> Result<Reply, AppError> {
-    let since = crate::events::since(payload.since)?;
-    let page = state.store.read_stream(stream, since, crate::events::page_limit(payload.limit)).await?;
+    let since = crate::streams::since(payload.since)?;
+    let page = state.store.read_stream(stream, since, crate::streams::page_limit(payload.limit)).await?;
     Ok(reply(serde_json::to_value(&page).map_err(AppError::internal)?))
 }

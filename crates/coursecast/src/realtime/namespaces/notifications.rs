@@ -9,15 +9,13 @@ use socketioxide::extract::SocketRef;
 use super::sync_reply;
 use crate::{
     error::AppError,
-    events::{
-        StreamKey,
-        commands::{self, event_reply},
-    },
+    events::commands::event_reply,
     realtime::{
         Session,
         dispatch::{Ctx, Reply},
     },
     state::AppState,
+    streams::StreamKey,
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
@@ -39,9 +37,9 @@ struct ReadPayload {
 }
 
 async fn sync(state: &AppState, ctx: Ctx, payload: SyncPayload) -> Result<Reply, AppError> {
-    sync_reply(state, StreamKey::Notifications(ctx.session.user.id), payload).await
+    sync_reply(state, StreamKey::notifications(ctx.session.user.id), payload).await
 }
 
 async fn read(state: &AppState, ctx: Ctx, payload: ReadPayload) -> Result<Reply, AppError> {
-    event_reply(&commands::read_notification(state, &ctx.session.user, &payload.notification_id).await?)
+    event_reply(&state.commands.read_notification(&ctx.session.user, &payload.notification_id).await?)
 }
