@@ -325,6 +325,26 @@ pub const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long to wait to be confident something does NOT arrive.
 pub const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// Waits until `check` holds, trying again every few milliseconds; panics naming
+/// `what` if it still does not hold after `deadline` (a check that hangs counts as
+/// not holding). Tests wait on the condition they need, never on a guessed delay.
+pub async fn eventually<F, Fut>(what: &str, deadline: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        match tokio::time::timeout_at(give_up, check()).await {
+            Ok(true) => return,
+            Ok(false) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            _ => panic!("timed out after {deadline:?} waiting for {what}"),
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         // The namespace handlers hold the state (and its pool): release them, so a

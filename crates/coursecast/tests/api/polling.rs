@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{QUIET, TestApp, TestUser, WAIT, ack_code};
+use crate::helpers::{QUIET, TestApp, TestUser, WAIT, ack_code, eventually};
 
 struct Course {
     id: Uuid,
@@ -130,7 +130,7 @@ async fn a_long_poll_returns_as_soon_as_an_event_is_committed() {
             (Instant::now(), body)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the long poll to be waiting", WAIT, || async { app.state.waiters.waiting() > 0 }).await;
     assert_eq!(app.state.waiters.waiting(), 1);
     let sent_at = Instant::now();
     app.post(&path, Some(&c.ann.token), json!({"content": "wake up", "clientMsgId": "w"})).await;
@@ -158,16 +158,15 @@ async fn a_poll_whose_cursor_is_in_memory_needs_no_query() {
             async move { client.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() },
         )
     };
-    let until_waiting = || async {
-        let deadline = Instant::now() + WAIT;
-        while app.state.waiters.waiting() == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
 
-    // The first poll reads storage (nothing is known of the stream), then waits.
+    // The first poll reads storage (nothing is known of the stream), then waits. It
+    // counts as waiting from the moment it takes its permit, before it subscribes to
+    // the stream and reads: wait for the read too, or "one" could slip in between.
     let first = poll(0);
-    until_waiting().await;
+    eventually("the first poll to have read storage and to be waiting", WAIT, || async {
+        app.state.waiters.waiting() > 0 && app.state.waiters.storage_reads() > 0
+    })
+    .await;
     assert_eq!(app.state.waiters.storage_reads(), 1);
     app.post(&path, Some(&c.ann.token), json!({"content": "one", "clientMsgId": "m1"})).await;
     let first = first.await.unwrap();
@@ -175,7 +174,7 @@ async fn a_poll_whose_cursor_is_in_memory_needs_no_query() {
 
     // Its cursor is the event that woke it: the next polls wait and answer from memory.
     let second = poll(1);
-    until_waiting().await;
+    eventually("the second poll to be waiting", WAIT, || async { app.state.waiters.waiting() > 0 }).await;
     app.post(&path, Some(&c.ann.token), json!({"content": "two", "clientMsgId": "m2"})).await;
     let second = second.await.unwrap();
     assert_eq!((events(&second)[0]["content"].as_str(), second["cursor"].as_i64()), (Some("two"), Some(2)));
@@ -200,7 +199,8 @@ async fn waiters_are_bounded_and_released_at_shutdown() {
             async move { client.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() },
         )
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the first poll to hold the only waiter slot", WAIT, || async { app.state.waiters.waiting() == 1 })
+        .await;
     let second = app.get(&format!("/api/realtime/messages/{}?wait=30", c.id), Some(&c.ann.token)).await;
     second.assert_error(503, "UNAVAILABLE");
 
