@@ -1,24 +1,37 @@
 //! Several nodes sharing storage and a Redis channel: live events, long polls and
 //! disconnects cross nodes.
 
-use std::time::Duration;
-
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, WAIT, test_redis_url};
+use crate::helpers::{TestApp, WAIT, eventually, test_redis_url};
 
 async fn two_nodes() -> Option<(TestApp, TestApp)> {
     let redis = test_redis_url().await?;
     let channel = format!("coursecast-test-{}", Uuid::new_v4().simple());
     let a = TestApp::spawn_with(|s| {
-        s.redis_url = Some(redis);
-        s.redis_channel = channel;
+        s.redis_url = Some(redis.clone());
+        s.redis_channel = channel.clone();
     })
     .await;
     let b = a.another_node().await;
-    // Give both listeners time to subscribe before anything is published.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each node's listener subscribes in the background; a message published before
+    // both are subscribed is lost. The channel is this test's own: two subscribers
+    // on it are the two nodes.
+    let conn = redis::Client::open(redis.as_str())
+        .expect("TEST_REDIS_URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connecting to Redis");
+    eventually("both nodes to subscribe to the Redis channel", WAIT, || {
+        let (mut conn, channel) = (conn.clone(), channel.clone());
+        async move {
+            let (_, subscribers): (String, usize) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut conn).await.expect("PUBSUB NUMSUB");
+            subscribers == 2
+        }
+    })
+    .await;
     Some((a, b))
 }
 
@@ -51,7 +64,7 @@ async fn events_committed_on_one_node_reach_sockets_and_polls_on_another() {
             client.get(url).bearer_auth(token).send().await.unwrap().json::<serde_json::Value>().await.unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the poll on node a to be waiting", WAIT, || async { a.state.waiters.waiting() > 0 }).await;
     let on_b = b.socket("/chat", &ann.token).await;
     let ack =
         on_b.call("send", json!({"courseId": course, "content": "socket on b", "clientMsgId": "x2"})).await.unwrap();
