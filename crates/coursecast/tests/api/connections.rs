@@ -4,7 +4,7 @@
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{TestApp, WAIT};
+use crate::helpers::{TestApp, WAIT, eventually};
 
 #[tokio::test]
 async fn every_record_is_removed_after_thousands_of_connections() {
@@ -30,16 +30,12 @@ async fn every_record_is_removed_after_thousands_of_connections() {
             socket.connection().close();
         }
     }
-    let drained = async {
-        loop {
-            let stats = app.state.realtime.connections.stats();
-            if stats.clients == 0 && stats.sockets == 0 && stats.user_entries == 0 && stats.course_rooms == 0 {
-                return stats;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    };
-    let stats = tokio::time::timeout(WAIT, drained).await.expect("maps did not drain");
+    eventually("the connection maps to drain", WAIT, || async {
+        let stats = app.state.realtime.connections.stats();
+        stats.clients == 0 && stats.sockets == 0 && stats.user_entries == 0 && stats.course_rooms == 0
+    })
+    .await;
+    let stats = app.state.realtime.connections.stats();
     assert!(stats.by_namespace.values().all(|n| *n == 0), "{stats:?}");
     assert!(app.state.realtime.connections.online(coursecast::realtime::Namespace::Chat, course).is_empty());
 }

@@ -11,7 +11,7 @@ use coursecast::http::outer_layers;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
-use crate::helpers::{TestApp, WAIT, test_settings};
+use crate::helpers::{TestApp, WAIT, eventually, test_settings};
 
 #[tokio::test]
 async fn metrics_cover_sockets_events_polling_and_http_with_bounded_labels() {
@@ -123,16 +123,22 @@ async fn a_restart_under_load_loses_and_duplicates_nothing() {
                             acked.push(res.json::<Value>().await.unwrap()["event"]["seq"].as_i64().unwrap());
                             break;
                         }
+                        // A client's back-off while the server is away, part of the load.
                         _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
                 }
+                // Paces the steady stream (the load under test), not a wait for anything.
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
             acked
         })
     };
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let path = format!("/api/realtime/messages/{course}?limit=1000");
+    eventually("some sends to be stored before the restart", WAIT, || async {
+        app.get(&path, Some(&ann.token)).await.body["events"].as_array().is_some_and(|e| e.len() >= MESSAGES / 6)
+    })
+    .await;
     assert!(!sender.is_finished(), "the restart must happen mid-stream");
     let app = app.restart().await;
     *base.write().await = app.base.clone();
