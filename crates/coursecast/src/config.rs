@@ -29,6 +29,12 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
+    /// Longest wait for a database connection or query, milliseconds. Past it the
+    /// request is answered `UNAVAILABLE` and the database counts as down until a
+    /// probe gets an answer again (nothing waits on it meanwhile).
+    #[arg(long, env = "DATABASE_TIMEOUT_MS", default_value_t = 3000)]
+    pub database_timeout_ms: u64,
+
     /// `redis://...`; unset: one node, in-process fan-out.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -117,6 +123,21 @@ pub struct Settings {
     #[arg(long, env = "AUTH_RATE_BURST", default_value_t = 20)]
     pub auth_rate_burst: u32,
 
+    /// Open TCP connections per client address at most; further ones are closed at
+    /// once (0: no cap). Behind a reverse proxy every client has the proxy's
+    /// address: raise it, or let the proxy bound clients.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// A new connection that sends nothing within this many seconds is closed.
+    #[arg(long, env = "HTTP_FIRST_BYTE_TIMEOUT", default_value_t = 5)]
+    pub http_first_byte_timeout_secs: u64,
+
+    /// A request head not complete within this many seconds of the connection's
+    /// start (or of the previous response on a kept-alive connection) closes it.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
     /// Longest time a request may take (long polls wait at most 30 s), seconds.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 45)]
     pub request_timeout_secs: u64,
@@ -153,6 +174,10 @@ impl Settings {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn database_timeout(&self) -> Duration {
+        Duration::from_millis(self.database_timeout_ms.max(1))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

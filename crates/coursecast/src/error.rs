@@ -164,9 +164,30 @@ impl AppError {
     }
 }
 
+/// Storage that cannot be reached (refused, reset, silent past the deadline, out of
+/// connections, shutting down) is an outage, answered `UNAVAILABLE` so clients retry;
+/// anything else storage says is a failure of ours, answered `INTERNAL`.
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        Self::Internal(err.into())
+        match err {
+            sqlx::Error::PoolClosed => Self::Unavailable("the server is shutting down"),
+            err if is_database_outage(&err) => Self::Unavailable("the database is unavailable; retry shortly"),
+            err => Self::Internal(err.into()),
+        }
+    }
+}
+
+/// Whether `err` says the database could not be reached, rather than that a query
+/// was wrong: connection-level failures, our own deadline, and PostgreSQL's
+/// connection-exception (08), server-shutdown (57P01-57P03) and too-many-connections
+/// (53300) codes.
+pub fn is_database_outage(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 

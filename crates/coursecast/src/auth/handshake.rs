@@ -23,10 +23,11 @@ pub async fn authenticate_handshake(
         Ok(Caller::User(identity)) => Ok(identity),
         Ok(Caller::Service(_)) => Err(ErrorCode::Forbidden),
         Err(AppError::Auth(err)) => Err(err.code()),
+        // Storage trouble: tell the client to back off (the contract's answer to a
+        // handshake the server cannot take now). An outage is logged once by storage;
+        // anything else is logged with its error id by `body`.
         Err(err) => {
-            // Storage trouble: tell the client to back off, and log the cause.
-            let body = err.body();
-            tracing::error!(error_id = ?body.error_id, "handshake check failed");
+            let _ = err.body();
             Err(ErrorCode::ServerFull)
         }
     }

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::fanout::Fanout;
 use crate::{
-    error::AppError,
+    error::{AppError, is_database_outage},
     store::{BackendKind, Store},
     streams::{Append, Appended},
     telemetry::metrics,
@@ -161,6 +161,11 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<(Append, Reply)>, deliv
             Err(sqlx::Error::PoolClosed) => {
                 ops.iter().map(|_| Err(AppError::Unavailable("the server is shutting down"))).collect()
             }
+            // The database is unreachable: nothing in the batch was stored, and each
+            // retried alone would only wait out the deadline again.
+            Err(err) if is_database_outage(&err) => {
+                ops.iter().map(|_| Err(AppError::Unavailable("the database is unavailable; retry shortly"))).collect()
+            }
             Err(err) => {
                 // One bad append (or a conflict with another node) must not fail its
                 // neighbours: store each alone, so only the culprit sees the error.
@@ -171,7 +176,7 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<(Append, Reply)>, deliv
                         Ok(mut single) => {
                             single.pop().unwrap_or_else(|| Err(AppError::internal(anyhow::anyhow!("empty outcome"))))
                         }
-                        Err(err) => Err(AppError::internal(err)),
+                        Err(err) => Err(err.into()),
                     });
                 }
                 outcomes

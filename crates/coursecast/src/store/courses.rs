@@ -71,8 +71,8 @@ impl Store {
                 .bind(course.created_at.0)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-        });
+            tx.commit().await
+        })?;
         Ok(course)
     }
 
@@ -160,8 +160,8 @@ impl Store {
                 insert.push(" ON CONFLICT (course_id, user_id) DO NOTHING");
                 insert.build().execute(&mut *tx).await?;
             }
-            tx.commit().await?;
-        });
+            tx.commit().await
+        })?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 mod analyses;
 mod appends;
 mod courses;
+mod health;
 mod known;
 mod reads;
 mod users;
@@ -24,6 +25,7 @@ use sqlx::{
 };
 
 pub use courses::{Course, Member};
+pub use health::DatabaseHealth;
 pub use users::{NewUser, User, UserAuthState, UserCredentials};
 
 use self::known::Known;
@@ -33,19 +35,28 @@ use crate::config::Settings;
 /// has to differ gets a folder per backend then, not before.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Runs `$body` with `$pool` bound to the backend's pool for reads or writes.
+/// Runs `$body` (a `Result<_, sqlx::Error>`) with `$pool` bound to the backend's
+/// pool for reads or writes, within the storage deadline (`Store::bounded`).
 macro_rules! with_db {
     ($store:expr, read, $pool:ident => $body:expr) => {
-        match &*$store.backend {
-            $crate::store::Backend::Sqlite { read: $pool, .. } => $body,
-            $crate::store::Backend::Postgres($pool) => $body,
-        }
+        $store
+            .bounded(async {
+                match &*$store.backend {
+                    $crate::store::Backend::Sqlite { read: $pool, .. } => $body,
+                    $crate::store::Backend::Postgres($pool) => $body,
+                }
+            })
+            .await
     };
     ($store:expr, write, $pool:ident => $body:expr) => {
-        match &*$store.backend {
-            $crate::store::Backend::Sqlite { write: $pool, .. } => $body,
-            $crate::store::Backend::Postgres($pool) => $body,
-        }
+        $store
+            .bounded(async {
+                match &*$store.backend {
+                    $crate::store::Backend::Sqlite { write: $pool, .. } => $body,
+                    $crate::store::Backend::Postgres($pool) => $body,
+                }
+            })
+            .await
     };
 }
 pub(crate) use with_db;
@@ -63,6 +74,13 @@ pub struct Store {
     known: Arc<Known>,
     /// Users' token states waiting to be read together.
     auth_reads: Arc<users::AuthReads>,
+    /// Whether the database answers; shared by every clone.
+    health: Arc<health::Health>,
+    /// The deadline of every storage call (`DATABASE_TIMEOUT_MS`).
+    timeout: Duration,
+    /// The server's runtime, where the health probe runs (SQLite's writer calls
+    /// storage from a runtime of its own, which may not outlive the probe).
+    runtime: tokio::runtime::Handle,
 }
 
 /// SQLite's page cache for the writer connection (negative: KiB).
@@ -91,11 +109,11 @@ impl Store {
                 let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.database_max_connections)
-                    .acquire_timeout(Duration::from_secs(5))
+                    .acquire_timeout(settings.database_timeout())
                     .connect_with(options)
                     .await
                     .context("connecting to PostgreSQL")?;
-                Self::on(Backend::Postgres(pool))
+                Self::on(Backend::Postgres(pool), settings)
             }
             Some(url) if url.starts_with("sqlite:") => {
                 Self::open_sqlite(SqliteConnectOptions::from_str(url)?, settings).await?
@@ -117,7 +135,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(settings.database_timeout())
             .foreign_keys(true);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -136,12 +154,19 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .context("opening the SQLite database for reads")?;
-        Ok(Self::on(Backend::Sqlite { read, write }))
+        Ok(Self::on(Backend::Sqlite { read, write }, settings))
     }
 
     /// A store on `backend`, remembering nothing yet.
-    fn on(backend: Backend) -> Self {
-        Self { backend: Arc::new(backend), known: Arc::default(), auth_reads: Arc::default() }
+    fn on(backend: Backend, settings: &Settings) -> Self {
+        Self {
+            backend: Arc::new(backend),
+            known: Arc::default(),
+            auth_reads: Arc::default(),
+            health: Arc::default(),
+            timeout: settings.database_timeout(),
+            runtime: tokio::runtime::Handle::current(),
+        }
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
@@ -159,9 +184,12 @@ impl Store {
         }
     }
 
-    /// A round trip to the database, for `/readyz`.
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        with_db!(self, read, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+    /// A round trip to the database with no deadline of its own (callers bound it).
+    async fn ping(&self) -> Result<(), sqlx::Error> {
+        match &*self.backend {
+            Backend::Sqlite { read, .. } => sqlx::query("SELECT 1").execute(read).await.map(drop),
+            Backend::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
     }
 
     pub async fn close(&self) {

@@ -226,7 +226,7 @@ impl Store {
         let epoch = self.known.auth_epoch();
         let started = std::time::Instant::now();
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let rows: Vec<(String, String, i64, Option<String>)> = match &*self.backend {
+        let rows: Vec<(String, String, i64, Option<String>)> = self.bounded(async { match &*self.backend {
             // SQLite joins by nested loops only: it probes both indexes per id.
             Backend::Sqlite { read, .. } => {
                 let mut query = sqlx::QueryBuilder::new(
@@ -258,7 +258,7 @@ impl Store {
                 .fetch_all(pool)
                 .await
             }
-        }?;
+        }}).await?;
         crate::telemetry::metrics::db_query("user_auth_state", started.elapsed());
         let mut states = HashMap::with_capacity(ids.len());
         for (user, role, tokens_valid_from, course) in rows {
@@ -339,8 +339,8 @@ impl Store {
                 insert.push(" ON CONFLICT (email) DO NOTHING");
                 insert.build().execute(&mut *tx).await?;
             }
-            tx.commit().await?;
-        });
+            tx.commit().await
+        })?;
         let mut found = std::collections::HashMap::with_capacity(users.len());
         for chunk in users.chunks(CHUNK) {
             let rows: Vec<UserRow> = with_db!(self, read, pool => {

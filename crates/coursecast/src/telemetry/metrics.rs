@@ -98,6 +98,14 @@ pub fn batch_committed(size: usize, took: Duration) {
     histogram!("coursecast_db_query_seconds", "op" => "append_batch").record(took.as_secs_f64());
 }
 
+/// A dependency (database, Redis) as this node sees it: 1 up, 0 down; each change
+/// is counted too, so a flapping one shows even between scrapes.
+pub fn dependency_up(dependency: &'static str, up: bool) {
+    gauge!("coursecast_dependency_up", "dependency" => dependency).set(if up { 1.0 } else { 0.0 });
+    let state = if up { "up" } else { "down" };
+    counter!("coursecast_dependency_changes_total", "dependency" => dependency, "state" => state).increment(1);
+}
+
 pub fn db_query(op: &'static str, took: Duration) {
     histogram!("coursecast_db_query_seconds", "op" => op).record(took.as_secs_f64());
 }
@@ -111,6 +119,12 @@ pub fn long_poll_waiters(count: usize) {
 }
 
 /// `scope`: `http_auth`, `socket_handshake` or `socket_event`.
+/// A TCP connection closed by one of the listener's bounds: `per_ip_limit`,
+/// `first_byte_timeout`, `header_timeout` (slowloris-style clients land here).
+pub fn connection_closed(reason: &'static str) {
+    counter!("coursecast_connections_closed_total", "reason" => reason).increment(1);
+}
+
 pub fn rate_limited(scope: &'static str) {
     counter!("coursecast_rate_limited_total", "scope" => scope).increment(1);
 }

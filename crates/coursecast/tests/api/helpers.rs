@@ -92,21 +92,42 @@ pub async fn test_redis_url() -> Option<String> {
     if reachable {
         return Some(url);
     }
+    skipped("a multi-node test", "Redis", &url, "TEST_REDIS_URL");
+    None
+}
+
+/// Says loudly that a test is skipped because `service` is unreachable at `url`; a CI
+/// run (`CI=true`) fails instead.
+fn skipped(test: &str, service: &str, url: &str, setting: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("Redis is unreachable at {url} and CI=true: failing instead of skipping the multi-node test");
+        panic!("{service} is unreachable at {url} and CI=true: failing instead of skipping {test}");
     }
     // Straight to stderr: the test harness swallows `eprintln!` of a passing test.
     let banner = "!".repeat(72);
     let _ = writeln!(
         std::io::stderr(),
-        "\n{banner}\n!! SKIPPED: a multi-node test (no Redis at {url}).\n\
-         !! Set TEST_REDIS_URL to a reachable server to run it.\n{banner}\n"
+        "\n{banner}\n!! SKIPPED: {test} (no {service} at {url}).\n\
+         !! Set {setting} to a reachable server to run it.\n{banner}\n"
     );
+}
+
+/// PostgreSQL for the tests that need it whatever the suite's backend (fault tests):
+/// `TEST_DATABASE_URL`, else `COURSECAST_TEST_POSTGRES`, else the local server. `None`
+/// (with a loud message) when unreachable outside CI; under `CI=true` that is a failure.
+pub async fn test_postgres_url() -> Option<String> {
+    use sqlx::Connection;
+    let url = std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("COURSECAST_TEST_POSTGRES"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    if sqlx::PgConnection::connect(&url).await.is_ok() {
+        return Some(url);
+    }
+    skipped("a PostgreSQL fault test", "PostgreSQL", &url, "COURSECAST_TEST_POSTGRES");
     None
 }
 
 /// Creates an empty schema and returns a URL whose connections use it.
-async fn fresh_postgres_schema(url: &str) -> String {
+pub async fn fresh_postgres_schema(url: &str) -> String {
     use sqlx::Connection;
     let schema = format!("t_{}", Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(url).await.expect("TEST_DATABASE_URL unreachable");

@@ -205,10 +205,15 @@ impl KeyedPlan {
 }
 
 impl Store {
-    /// Applies `ops` in order in one transaction. The outer error means the
-    /// transaction failed and nothing was stored; each inner result is one op's
-    /// outcome (a refusal stores nothing for that op only).
+    /// Applies `ops` in order in one transaction, within the storage deadline. The
+    /// outer error means the transaction failed and nothing was stored (past the
+    /// deadline the commit may still land: retries find it by `clientMsgId`); each
+    /// inner result is one op's outcome (a refusal stores nothing for that op only).
     pub async fn append_batch(&self, ops: &[Append]) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
+        self.bounded(self.append_batch_unbounded(ops)).await
+    }
+
+    async fn append_batch_unbounded(&self, ops: &[Append]) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
         let now = Timestamp::now();
         match &*self.backend {
             super::Backend::Sqlite { write, .. } => {
