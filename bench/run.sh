@@ -58,6 +58,8 @@ export JWT_SECRET=${JWT_SECRET:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
 export LOG_LEVEL=${LOG_LEVEL:-warn}
 export WEBSOCKET_MAX_CONNECTIONS=20000
 export WEBSOCKET_MAX_SOCKETS_PER_USER=100
+# The generator opens up to 18,000 connections from four loopback addresses.
+export MAX_CONNECTIONS_PER_IP=0
 export SOCKET_CONNECTS_PER_SECOND_PER_IP=100000
 export SOCKET_EVENTS_PER_SECOND=100000
 export SOCKET_EVENTS_BURST=100000

@@ -4,7 +4,6 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
 use anyhow::Context;
-use axum::{ServiceExt, serve::ListenerExt};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -17,7 +16,7 @@ use crate::{
         publisher::Publisher,
         waiters::Waiters,
     },
-    http,
+    http::{self, listener::ConnectionLimits},
     realtime::{self, Broadcaster, Connections, Expiries, Realtime},
     state::{AppState, Shared},
     store::Store,
@@ -118,36 +117,27 @@ pub async fn run(
     let service = http::outer_layers(router, &settings);
     tracing::info!(addr = %listener.local_addr()?, database = ?state.store.kind(), "coursecast listening");
     let (io, waiters) = (state.realtime.io.clone(), state.waiters.clone());
-    // Without TCP_NODELAY a small write that follows another unacknowledged one (a
-    // send's ack right after its broadcast copy, on the sender's socket) waits for
-    // the client's delayed ACK: fan-out acks took 40 ms longer than deliveries.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "TCP_NODELAY not set");
-        }
-    });
-    let server = axum::serve(listener, service.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown({
-            let stopping = stopping.clone();
-            async move {
-                requested(stopping).await;
-                tracing::info!("shutting down: releasing long polls and closing sockets");
-                waiters.stop();
-                io.close().await;
-            }
-        })
-        .into_future();
+    let server = http::listener::serve(
+        listener,
+        service,
+        ConnectionLimits::from_settings(&settings),
+        requested(stopping.clone()),
+        async move {
+            tracing::info!("shutting down: releasing long polls and closing sockets");
+            waiters.stop();
+            io.close().await;
+        },
+    );
     let drain = async {
-        server.await.context("serving")?;
+        server.await;
         state.commands.drained().await;
-        anyhow::Ok(())
     };
     let deadline = async {
         requested(stopping.clone()).await;
         tokio::time::sleep(settings.shutdown_timeout()).await;
     };
     tokio::select! {
-        result = drain => result?,
+        () = drain => {}
         () = deadline => tracing::warn!(timeout_secs = settings.shutdown_timeout_secs, "shutdown deadline passed; stopping anyway"),
     }
     state.realtime.detach();

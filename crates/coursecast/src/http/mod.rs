@@ -13,6 +13,7 @@ mod auth;
 mod caller;
 mod courses;
 mod extract;
+pub mod listener;
 mod notifications;
 mod ops;
 mod realtime;

@@ -10,6 +10,7 @@ mod cluster;
 mod connections;
 mod courses;
 mod faults;
+mod listener;
 mod middleware;
 mod observability;
 mod polling;
