@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    auth::{Authenticator, JwtKeys, PasswordHasher, resolve_jwt_secret},
+    auth::{Authenticator, JwtKeys, LoginFailures, PasswordHasher, resolve_jwt_secret},
     cluster::{Cluster, Remote},
     config::Settings,
     events::{
@@ -65,6 +65,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     }
     let publisher = Publisher::start(store.clone(), fanout).context("starting the writer")?;
     let limits = CommandLimits { message_max_chars: settings.message_max_chars };
+    let login_failures =
+        LoginFailures::new(settings.login_failures_per_ip_per_minute, settings.login_failures_per_account_per_minute);
     let state = AppState::new(Shared {
         auth: Authenticator::new(keys, store.clone()),
         commands: Commands::new(store.clone(), publisher, limits),
@@ -74,6 +76,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings: Arc::new(settings),
         store,
         passwords,
+        login_failures,
         started_at: Instant::now(),
     });
     realtime::namespaces::register(&io, &state);

@@ -115,13 +115,23 @@ pub struct Settings {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Sustained requests per second per IP on `/api/auth/*`.
+    /// Sustained registrations per second per IP (`POST /api/auth/register`).
     #[arg(long, env = "AUTH_RATE_PER_SECOND", default_value_t = 5)]
     pub auth_rate_per_sec: u32,
 
-    /// Burst of requests per IP on `/api/auth/*`.
+    /// Burst of registrations per IP.
     #[arg(long, env = "AUTH_RATE_BURST", default_value_t = 20)]
     pub auth_rate_burst: u32,
+
+    /// Failed logins per client address per minute (also the burst); past it, that
+    /// address's logins are refused `RATE_LIMITED` until the budget refills.
+    /// Successful logins, `/me` and logout cost nothing.
+    #[arg(long, env = "LOGIN_FAILURES_PER_IP_PER_MINUTE", default_value_t = 30)]
+    pub login_failures_per_ip_per_minute: u32,
+
+    /// Failed logins per account (email) per minute (also the burst), from anywhere.
+    #[arg(long, env = "LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE", default_value_t = 5)]
+    pub login_failures_per_account_per_minute: u32,
 
     /// Open TCP connections per client address at most; further ones are closed at
     /// once (0: no cap). Behind a reverse proxy every client has the proxy's

@@ -5,7 +5,7 @@
 use std::{ops::Deref, sync::Arc, time::Instant};
 
 use crate::{
-    auth::{Authenticator, PasswordHasher},
+    auth::{Authenticator, LoginFailures, PasswordHasher},
     config::Settings,
     events::{commands::Commands, waiters::Waiters},
     realtime::Realtime,
@@ -39,6 +39,8 @@ pub struct Shared {
     pub auth: Authenticator,
     /// Argon2 on the blocking pool, with the dummy hash for unknown accounts.
     pub passwords: PasswordHasher,
+    /// Failed logins per address and per account (only failures are charged).
+    pub login_failures: LoginFailures,
     /// The one command path every door calls: validate, authorise, then publish
     /// (group commit, then fan-out).
     pub commands: Commands,

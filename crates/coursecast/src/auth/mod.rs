@@ -15,7 +15,23 @@ pub use password::{PasswordHasher, hash_password};
 pub use secret::resolve_jwt_secret;
 
 pub use crate::error::AuthError;
-use crate::{domain::Role, store::Store};
+use crate::{domain::Role, limits::FailureLimiter, store::Store};
+
+/// The budgets of failed logins: per client address (credential stuffing from one
+/// place) and per account (guessing one password from anywhere).
+pub struct LoginFailures {
+    pub per_ip: FailureLimiter<std::net::IpAddr>,
+    pub per_account: FailureLimiter<String>,
+}
+
+impl LoginFailures {
+    pub fn new(per_ip_per_minute: u32, per_account_per_minute: u32) -> Self {
+        Self {
+            per_ip: FailureLimiter::new(per_ip_per_minute),
+            per_account: FailureLimiter::new(per_account_per_minute),
+        }
+    }
+}
 
 /// A user proven by a valid, unrevoked token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,9 +1,13 @@
 //! `/api/auth`: register, login, logout, me (PROTOCOL.md section 2).
 
+use std::net::SocketAddr;
+
 use axum::{
     Router,
-    extract::State,
+    extract::{ConnectInfo, Request, State},
     http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
@@ -14,13 +18,20 @@ use super::extract::Json;
 use crate::{
     domain::{DisplayName, Email, Password, Role},
     error::AppError,
+    limits::IpRateLimiter,
     state::AppState,
     store::{NewUser, User},
+    telemetry::metrics,
 };
 
-pub fn router() -> Router<AppState> {
+/// Registration is limited per address (`AUTH_RATE_*`); login by its failures
+/// (`LoginFailures`); `/me` and logout by nothing but the token.
+pub fn router(registrations: IpRateLimiter) -> Router<AppState> {
     Router::new()
-        .route("/api/auth/register", post(register))
+        .route(
+            "/api/auth/register",
+            post(register).route_layer(middleware::from_fn_with_state(registrations, rate_limit)),
+        )
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/me", get(me))
@@ -70,20 +81,38 @@ async fn register(
     Ok((StatusCode::CREATED, axum::Json(UserWithToken { user, token })))
 }
 
-/// Unknown email and wrong password get the same answer after the same work.
+/// Unknown email and wrong password get the same answer after the same work, and
+/// cost the same: one failure of the address and one of the account (the email as
+/// given, known or not, so the limit says nothing about which accounts exist).
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(body): Json<LoginBody>,
 ) -> Result<axum::Json<UserWithToken>, AppError> {
-    let credentials = match Email::parse(&body.email) {
-        Ok(email) => state.store.user_credentials(&email).await?,
-        Err(_) => None,
+    let email = Email::parse(&body.email).ok();
+    let account = email.as_ref().map(|e| e.as_str().to_owned());
+    let failures = &state.login_failures;
+    let allowed = failures
+        .per_ip
+        .check(&peer.ip())
+        .and_then(|()| account.as_ref().map_or(Ok(()), |a| failures.per_account.check(a)));
+    if let Err(refusal) = allowed {
+        metrics::rate_limited("login");
+        return Err(refusal);
+    }
+    let credentials = match &email {
+        Some(email) => state.store.user_credentials(email).await?,
+        None => None,
     };
     let (user, hash) = match credentials {
         Some(c) => (Some(c.user), Some(c.password_hash)),
         None => (None, None),
     };
     if !state.passwords.verify(body.password, hash).await? {
+        failures.per_ip.charge(peer.ip());
+        if let Some(account) = account {
+            failures.per_account.charge(account);
+        }
         return Err(AppError::InvalidCredentials);
     }
     let user = user.ok_or(AppError::InvalidCredentials)?;
@@ -99,6 +128,17 @@ async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result
     state.realtime.disconnect_user(me.id).await;
     tracing::info!(user_id = %me.id, "logged out");
     Ok(axum::Json(json!({"ok": true})))
+}
+
+async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next: Next) -> Response {
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+    if let Some(ip) = ip
+        && let Err(refusal) = limiter.check(ip)
+    {
+        metrics::rate_limited("registration");
+        return refusal.into_response();
+    }
+    next.run(request).await
 }
 
 async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {

@@ -21,7 +21,6 @@ mod users;
 
 use std::{
     convert::Infallible,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -29,9 +28,8 @@ use std::{
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
-    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
-    middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 use tower::{Service, ServiceBuilder};
@@ -49,14 +47,13 @@ use crate::{config::Settings, error::AppError, limits::IpRateLimiter, state::App
 /// Every route of the HTTP API with its middleware, ready for `with_state`.
 pub fn router(state: &AppState) -> Router<AppState> {
     let settings = &state.settings;
-    let auth_limiter = IpRateLimiter::new(settings.auth_rate_per_sec, settings.auth_rate_burst);
-    auth_limiter.spawn_pruner();
-    let auth_routes = auth::router().route_layer(middleware::from_fn_with_state(auth_limiter, rate_limit));
+    let registrations = IpRateLimiter::new(settings.auth_rate_per_sec, settings.auth_rate_burst);
+    registrations.spawn_pruner();
 
     // Every router names its full paths: `nest` would rewrite each request's URI
     // once per level (a measurable share of a long poll's cost).
     let mut router = Router::new()
-        .merge(auth_routes)
+        .merge(auth::router(registrations))
         .merge(users::router())
         .merge(courses::router())
         .merge(notifications::router())
@@ -97,6 +94,7 @@ pub fn outer_layers(
     let request_id = HeaderName::from_static("x-request-id");
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
+        .map_request(drop_unacceptable_request_id)
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -111,6 +109,23 @@ pub fn outer_layers(
         .service(router)
 }
 
+/// Longest `X-Request-Id` kept from a client.
+const REQUEST_ID_MAX: usize = 128;
+
+/// A client's `X-Request-Id` is kept only if it is 1-128 characters of
+/// `[A-Za-z0-9._:-]`; any other is dropped, so a fresh one is generated: a 60 KB or
+/// control-character id is never echoed back or written to a log.
+fn drop_unacceptable_request_id(mut request: Request) -> Request {
+    let acceptable = |id: &[u8]| {
+        (1..=REQUEST_ID_MAX).contains(&id.len())
+            && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    if request.headers().get_all("x-request-id").iter().any(|id| !acceptable(id.as_bytes())) {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
 fn cors(origins: &[String]) -> CorsLayer {
     let origins: Arc<[HeaderValue]> = origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
     // A predicate over a shared list rather than `AllowOrigin::list`: the layer is
@@ -122,21 +137,24 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next: Next) -> Response {
-    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-    if let Some(ip) = ip
-        && let Err(refusal) = limiter.check(ip)
-    {
-        metrics::rate_limited("http_auth");
-        return refusal.into_response();
-    }
-    next.run(request).await
-}
-
 /// `/metrics` in the Prometheus text format (on the main port, or on `METRICS_PORT`).
 pub fn metrics_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let handle = metrics::handle();
     Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+}
+
+/// Requests logged at debug only: Socket.IO transport requests (a long poll every
+/// few seconds per polling client) and probes that anyone may call at any rate.
+const QUIET_PATHS: [&str; 5] = ["/socket.io", "/healthz", "/readyz", "/metrics", "/api/realtime/ping"];
+
+/// Paths longer than this are cut in logs (a URI may be 64 KiB).
+const LOGGED_PATH_MAX: usize = 256;
+
+fn logged_path(path: &str) -> &str {
+    match path.char_indices().nth(LOGGED_PATH_MAX) {
+        Some((end, _)) => &path[..end],
+        None => path,
+    }
 }
 
 struct Started {
@@ -155,8 +173,12 @@ fn access_started(request: &Request) -> Started {
 fn access_done(started: Started, status: StatusCode, headers: &mut HeaderMap) {
     let Started { method, path, at } = started;
     let (status, elapsed_ms) = (status.as_u16(), at.elapsed().as_secs_f64() * 1000.0);
-    if path.starts_with("/socket.io") {
+    let path = logged_path(&path);
+    if QUIET_PATHS.iter().any(|quiet| path.starts_with(quiet)) {
         tracing::debug!(%method, path, status, elapsed_ms, "request");
+    } else if (400..500).contains(&status) {
+        // Refusals are what a client without a token can cause at will: sampled.
+        tracing::info!(sampled = true, %method, path, status, elapsed_ms, "request");
     } else {
         tracing::info!(%method, path, status, elapsed_ms, "request");
     }

@@ -70,7 +70,7 @@ where
                     Err(AppError::RateLimited { retry_after_secs: 1 })
                 }
                 Err(abuse) => {
-                    tracing::warn!(socket_id = %socket.id, user_id = %session.user.id, event, "event flood: disconnecting the client");
+                    tracing::warn!(sampled = true, socket_id = %socket.id, user_id = %session.user.id, event, "event flood: disconnecting the client");
                     metrics::rate_limited("socket_event");
                     answer(&socket, event, wants_ack, ack, Err(abuse));
                     disconnect_client(&io, session.client).await;

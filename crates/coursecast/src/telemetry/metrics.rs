@@ -125,6 +125,12 @@ pub fn connection_closed(reason: &'static str) {
     counter!("coursecast_connections_closed_total", "reason" => reason).increment(1);
 }
 
+/// A log line held back by sampling (`telemetry::sampling`), by the code it came from.
+pub fn log_line_suppressed(target: &'static str) {
+    let origin = if target.starts_with("coursecast") { "coursecast" } else { "socketio" };
+    counter!("coursecast_log_lines_suppressed_total", "origin" => origin).increment(1);
+}
+
 pub fn rate_limited(scope: &'static str) {
     counter!("coursecast_rate_limited_total", "scope" => scope).increment(1);
 }

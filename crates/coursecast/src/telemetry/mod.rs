@@ -4,5 +4,6 @@
 pub mod live;
 mod logging;
 pub mod metrics;
+mod sampling;
 
 pub use logging::init_logging;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 pub const PASSWORD: &str = "correct horse battery";
 
 /// One Argon2 hash of [`PASSWORD`] for users created straight in storage.
-fn password_hash() -> &'static str {
+pub fn password_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| hash_password(PASSWORD).expect("hashing"))
 }

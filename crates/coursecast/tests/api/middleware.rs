@@ -73,22 +73,25 @@ async fn bodies_over_the_limit_are_refused() {
 }
 
 #[tokio::test]
-async fn auth_endpoints_are_rate_limited_per_ip() {
+async fn registration_is_rate_limited_per_ip() {
     let app = TestApp::spawn_with(|s| {
         s.auth_rate_per_sec = 1;
         s.auth_rate_burst = 3;
     })
     .await;
-    let body = json!({"email": "nobody@example.org", "password": "whatever-password"});
-    for _ in 0..3 {
-        app.post("/api/auth/login", None, body.clone()).await.assert_error(401, "INVALID_CREDENTIALS");
+    let body =
+        |i: usize| json!({"email": format!("new{i}@example.org"), "password": "whatever-password", "displayName": "N"});
+    for i in 0..3 {
+        assert_eq!(app.post("/api/auth/register", None, body(i)).await.status, 201);
     }
-    let limited = app.post("/api/auth/login", None, body).await;
+    let limited = app.post("/api/auth/register", None, body(3)).await;
     limited.assert_error(429, "RATE_LIMITED");
     let retry_after: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
-    // Other endpoints are not limited by it.
+    // Other endpoints, logins included, are not limited by it.
     assert_eq!(app.get("/healthz", None).await.status, 200);
+    let login = json!({"email": "new0@example.org", "password": "whatever-password"});
+    assert_eq!(app.post("/api/auth/login", None, login).await.status, 200);
 }
 
 #[tokio::test]

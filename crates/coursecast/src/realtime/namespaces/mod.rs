@@ -78,7 +78,13 @@ async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, sta
     };
     let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let refuse = |code: ErrorCode| {
-        tracing::info!(namespace = namespace.path(), code = code.as_str(), request_id, "socket refused");
+        tracing::info!(
+            sampled = true,
+            namespace = namespace.path(),
+            code = code.as_str(),
+            request_id,
+            "socket refused"
+        );
         metrics::handshake_refused(code.as_str());
         if code == ErrorCode::RateLimited {
             metrics::rate_limited("socket_handshake");
