@@ -24,6 +24,7 @@ pub enum ErrorCode {
     TokenExpired,
     Forbidden,
     NotFound,
+    MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
     RateLimited,
@@ -42,6 +43,7 @@ impl ErrorCode {
             Self::TokenExpired => "TOKEN_EXPIRED",
             Self::Forbidden => "FORBIDDEN",
             Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::Conflict => "CONFLICT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
@@ -59,6 +61,7 @@ impl ErrorCode {
             }
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -112,6 +115,8 @@ pub enum AppError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("this path does not take that method")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(&'static str),
     #[error("the payload exceeds the size limit")]
@@ -141,6 +146,7 @@ impl AppError {
             Self::Auth(e) => e.code(),
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
@@ -191,6 +197,29 @@ pub fn is_database_outage(err: &sqlx::Error) -> bool {
     }
 }
 
+/// A refusal message made from a parser's error text (serde's, axum's), without
+/// the client's input in it: serde quotes what it was given ("invalid type: string
+/// \"'; DROP ...\", expected a UUID"), and a refusal names the field and the rule,
+/// never the raw value, which would also carry it into logs and pages.
+pub fn without_input(message: &str) -> String {
+    const QUOTING: [(&str, &str); 4] = [
+        ("invalid type: ", "invalid type"),
+        ("invalid value: ", "invalid value"),
+        ("unknown field ", "unknown field"),
+        ("unknown variant ", "unknown variant"),
+    ];
+    for (lead, kept) in QUOTING {
+        if let Some(start) = message.find(lead) {
+            let rest = &message[start..];
+            let rule = rest.find(", expected").map_or("", |i| &rest[i..]);
+            // The path before an unknown field ends in the client's own key: drop it.
+            let context = if lead == "unknown field " { "" } else { &message[..start] };
+            return format!("{context}{kept}{rule}");
+        }
+    }
+    message.to_owned()
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
@@ -213,5 +242,30 @@ impl IntoResponse for AppError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_messages_keep_the_field_and_the_rule_but_not_the_input() {
+        let cases = [
+            (
+                "content: invalid type: string \"'; DROP TABLE users;--\", expected u32 at line 1 column 9",
+                "content: invalid type, expected u32 at line 1 column 9",
+            ),
+            ("unknown field `evil<script>`, expected one of `a`, `b`", "unknown field, expected one of `a`, `b`"),
+            ("body: DROP TABLE: unknown field `DROP TABLE`, expected `email`", "unknown field, expected `email`"),
+            (
+                "priority: unknown variant `X`, expected one of `LOW`, `HIGH`",
+                "priority: unknown variant, expected one of `LOW`, `HIGH`",
+            ),
+            ("missing field `courseId`", "missing field `courseId`"),
+        ];
+        for (given, kept) in cases {
+            assert_eq!(without_input(given), kept);
+        }
     }
 }

@@ -66,12 +66,16 @@ pub fn router(state: &AppState) -> Router<AppState> {
         router = router.merge(metrics_router());
     }
     if settings.demo_dir.is_dir() {
-        router = router.nest_service("/demo", ServeDir::new(&settings.demo_dir));
+        // A missing file gets the contract's 404 body, not ServeDir's empty one.
+        let files = ServeDir::new(&settings.demo_dir).not_found_service(tower::service_fn(|_: Request| async {
+            Ok::<_, Infallible>(AppError::NotFound("no such file").into_response())
+        }));
+        router = router.nest_service("/demo", files);
     }
     router
         .route_layer(Around { before: http_started, after: track_http })
         .fallback(not_found)
-        .method_not_allowed_fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -204,4 +208,8 @@ fn track_http((method, route, at): (Method, String, Instant), status: StatusCode
 
 async fn not_found() -> AppError {
     AppError::NotFound("no such route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
 }

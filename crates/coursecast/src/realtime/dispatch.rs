@@ -19,7 +19,10 @@ use socketioxide::{
 };
 
 use super::{Namespace, Session, gate::ClientId, rooms};
-use crate::{error::AppError, telemetry::metrics};
+use crate::{
+    error::{AppError, without_input},
+    telemetry::metrics,
+};
 
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
 pub struct AckRequested(pub bool);
@@ -126,7 +129,8 @@ async fn guarded(handler: impl Future<Output = Result<Reply, AppError>>) -> Resu
 }
 
 fn parse<T: DeserializeOwned>(data: Value) -> Result<T, AppError> {
-    serde_json::from_value(data).map_err(|e| AppError::validation(format!("invalid payload: {e}")))
+    serde_json::from_value(data)
+        .map_err(|e| AppError::validation(format!("invalid payload: {}", without_input(&e.to_string()))))
 }
 
 fn answer(socket: &SocketRef, event: &str, wants_ack: bool, ack: AckSender, outcome: Result<Reply, AppError>) {

@@ -1,5 +1,6 @@
 //! The middleware stack: headers, CORS, request ids, limits, error shapes, ops endpoints.
 
+use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::TestApp;
@@ -42,9 +43,38 @@ async fn cors_allows_only_listed_origins() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_the_error_shape() {
-    let app = TestApp::spawn().await;
+    let demo = std::env::temp_dir().join(format!("coursecast-demo-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&demo).unwrap();
+    std::fs::write(demo.join("index.html"), "<p>demo</p>").unwrap();
+    let app = TestApp::spawn_with(|s| s.demo_dir = demo.clone()).await;
     app.get("/api/does-not-exist", None).await.assert_error(404, "NOT_FOUND");
-    app.delete("/api/auth/login", None).await.assert_error(404, "NOT_FOUND");
+    app.get("/demo/missing.js", None).await.assert_error(404, "NOT_FOUND");
+    assert_eq!(app.get("/demo/index.html", None).await.status, 200);
+    let wrong_method = app.delete("/api/auth/login", None).await;
+    wrong_method.assert_error(405, "METHOD_NOT_ALLOWED");
+    app.request(Method::PUT, "/api/auth/me", None, Some(json!({}))).await.assert_error(405, "METHOD_NOT_ALLOWED");
+    let _ = std::fs::remove_dir_all(&demo);
+}
+
+#[tokio::test]
+async fn refusals_name_the_field_and_rule_never_the_input() {
+    let app = TestApp::spawn().await;
+    let student = app.student("Quinn").await;
+    let injected = "%27%3B%20DROP%20TABLE%20users%3B--";
+    let cases = [
+        app.get(&format!("/api/realtime/messages/{injected}"), Some(&student.token)).await,
+        app.get(&format!("/api/courses/{injected}/members"), Some(&student.token)).await,
+        app.get(&format!("/api/realtime/notifications/{}?since=DROPTABLE", student.id), Some(&student.token)).await,
+        app.post("/api/auth/login", None, json!({"email": 5, "password": "DROP TABLE users"})).await,
+        app.post("/api/auth/login", None, json!({"email": "a@b.org", "password": "x", "DROP<script>": 1})).await,
+    ];
+    for res in &cases {
+        res.assert_error(400, "VALIDATION_FAILED");
+        let message = res.body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("DROP") && !message.contains("<script>"), "input echoed: {message}");
+    }
+    let path_message = cases[0].body["error"]["message"].as_str().unwrap();
+    assert!(path_message.contains("course_id") && path_message.contains("UUID"), "{path_message}");
 }
 
 #[tokio::test]
