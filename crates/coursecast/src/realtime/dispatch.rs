@@ -24,6 +24,9 @@ use crate::{
     telemetry::metrics,
 };
 
+/// What a cut flooding client is told to wait before it comes back, seconds.
+const FLOOD_PENALTY_SECS: u64 = 5;
+
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
 pub struct AckRequested(pub bool);
 
@@ -76,7 +79,12 @@ where
                     tracing::warn!(sampled = true, socket_id = %socket.id, user_id = %session.user.id, event, "event flood: disconnecting the client");
                     metrics::rate_limited("socket_event");
                     answer(&socket, event, wants_ack, ack, Err(abuse));
-                    disconnect_client(&io, session.client).await;
+                    // Said once, in order after the answers already queued, so the
+                    // client learns why the disconnect that follows came.
+                    if session.begin_cut() {
+                        emit_error(&socket, &AppError::RateLimited { retry_after_secs: FLOOD_PENALTY_SECS });
+                        disconnect_client(&io, session.client).await;
+                    }
                     return;
                 }
             };

@@ -5,7 +5,7 @@ use std::{
     num::NonZeroU32,
     sync::{
         LazyLock, Mutex,
-        atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering},
     },
 };
 
@@ -30,6 +30,8 @@ pub struct Session {
     burst: u32,
     /// Refused events since the last accepted one; too many and the socket is cut.
     strikes: AtomicU32,
+    /// Set once the socket is being cut for flooding (the cut happens once).
+    cut: AtomicBool,
     /// Course rooms this socket joined (for presence on disconnect).
     courses: Mutex<Vec<Uuid>>,
     /// The token's `exp` (unix seconds); moved by `reauth`.
@@ -58,6 +60,7 @@ impl Session {
             limiter: RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), CLOCK.clone()),
             burst: burst.get(),
             strikes: AtomicU32::new(0),
+            cut: AtomicBool::new(false),
             courses: Mutex::new(Vec::new()),
             expires_at: AtomicI64::new(user.expires_at),
             lifecycle: Mutex::new(Lifecycle::Admitted),
@@ -98,6 +101,11 @@ impl Session {
             return Err(AppError::RateLimited { retry_after_secs: 1 });
         }
         Ok(false)
+    }
+
+    /// True for the first caller only: that one cuts the flooding client.
+    pub fn begin_cut(&self) -> bool {
+        !self.cut.swap(true, Ordering::AcqRel)
     }
 
     fn courses(&self) -> std::sync::MutexGuard<'_, Vec<Uuid>> {

@@ -1,7 +1,10 @@
 //! `/chat` end to end: join, presence, send, idempotency, edit, delete, typing,
 //! replay, and every refusal in acks and `error` events.
 
-use coursecast_client::Incoming;
+use coursecast_client::{
+    Incoming,
+    raw::{RawFrame, RawOptions, RawSocket, encode_event},
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -289,4 +292,48 @@ async fn oversized_or_malformed_packets_close_only_that_connection() {
         .unwrap();
     assert_eq!(ack["ok"], true);
     assert!(matches!(bystander.next(WAIT).await, Some(Incoming::Event(..))));
+}
+
+/// 1,000 events sent at once, none waiting for its answer, as a broken client or a
+/// script would: before the server cuts the connection, the client is told why.
+#[tokio::test]
+async fn an_instant_flood_is_answered_rate_limited_before_the_cut() {
+    let app = TestApp::spawn_with(|s| {
+        s.socket_events_per_sec = 20;
+        s.socket_events_burst = 40;
+    })
+    .await;
+    let professor = app.professor().await;
+    let ann = app.student("Ann").await;
+    let course = app.course_with(&professor, &[&ann]).await;
+    let mut socket = RawSocket::open(&app.base, "/chat", &RawOptions::default()).await.unwrap();
+    socket.connect_ns(Some(json!({"token": ann.token}))).await.unwrap();
+    for id in 0..1000u64 {
+        let send = json!({"courseId": course, "content": "spam", "clientMsgId": format!("flood-{id}")});
+        let event = encode_event("/chat,", "send", &send, Some(id));
+        if socket.send_text(event).await.is_err() {
+            break;
+        }
+    }
+    let (mut acks, mut limited, mut error_event, mut cut) = (0, 0, None, false);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Ok(Ok(frame)) = tokio::time::timeout_at(deadline, socket.recv()).await {
+        match frame {
+            RawFrame::Ack { text, .. } => {
+                acks += 1;
+                limited += usize::from(text.contains("RATE_LIMITED"));
+            }
+            RawFrame::Event(text) if text.contains("\"error\"") => error_event = Some(text.to_string()),
+            RawFrame::Disconnect | RawFrame::Closed => {
+                cut = true;
+                break;
+            }
+            RawFrame::Ping => socket.pong().await.unwrap(),
+            _ => {}
+        }
+    }
+    assert!(cut, "the flooding client is disconnected");
+    assert!(limited > 0, "no RATE_LIMITED answer before the cut ({acks} acks)");
+    let error_event = error_event.expect("an error event says why the connection is cut");
+    assert!(error_event.contains("RATE_LIMITED"), "{error_event}");
 }
