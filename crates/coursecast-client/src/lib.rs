@@ -77,6 +77,8 @@ struct Shared {
     sockets: Mutex<HashMap<String, mpsc::UnboundedSender<Incoming>>>,
     acks: Mutex<HashMap<(String, u64), oneshot::Sender<Value>>>,
     next_ack: AtomicU64,
+    /// Set once the read loop has ended: no answer can arrive any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,6 +206,7 @@ where
         }
     }
     // Whatever was waiting learns that the connection is gone.
+    shared.closed.store(true, Ordering::Release);
     lock(&shared.pending_connects).clear();
     lock(&shared.acks).clear();
     for (_, socket) in lock(&shared.sockets).drain() {
@@ -256,6 +259,11 @@ impl Socket {
         let id = self.connection.shared.next_ack.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         lock(&self.connection.shared.acks).insert((self.ns.clone(), id), reply);
+        // Checked after the insert: the read loop sets it before clearing the acks.
+        if self.connection.shared.closed.load(Ordering::Acquire) {
+            lock(&self.connection.shared.acks).remove(&(self.ns.clone(), id));
+            return Err(ClientError::Closed);
+        }
         self.connection
             .send(Packet::Event { ns: self.ns.clone(), id: Some(id), event: event.into(), data }.encode())?;
         match tokio::time::timeout(DEFAULT_TIMEOUT, answer).await {

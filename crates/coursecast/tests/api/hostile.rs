@@ -3,77 +3,11 @@
 //! namespace CONNECTs, bad tokens, oversized request ids and refused requests, and
 //! writes a bounded number of lines, none of them carrying the attacker's bulk.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use coursecast_client::raw::{RawOptions, RawSocket};
-use uuid::Uuid;
 
-use crate::helpers::eventually;
-
-/// A server process on a free port, its log lines collected as they come.
-struct Process {
-    child: Child,
-    base: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    data_dir: std::path::PathBuf,
-}
-
-impl Process {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let data_dir = std::env::temp_dir().join(format!("coursecast-hostile-{}", Uuid::new_v4()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coursecast"))
-            .env_clear()
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATA_DIR", &data_dir)
-            .env("JWT_SECRET", "hostile-test-secret-0123456789abcdef")
-            .env("LOG_FORMAT", "json")
-            .env("LOG_LEVEL", "info")
-            .env("SOCKET_CONNECTS_PER_SECOND_PER_IP", "100000")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for output in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(output).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        eventually("the server to listen", Duration::from_secs(30), || {
-            let request = client.get(format!("{base}/healthz")).send();
-            async move { request.await.is_ok() }
-        })
-        .await;
-        Self { child, base, lines, data_dir }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
+use crate::process::ServerProcess;
 
 /// Sends `count` copies of `packet` on one Engine.IO session, then reads what comes back
 /// for a moment (the server answers each with a `connect_error`).
@@ -99,7 +33,7 @@ async fn flood(base: &str, packet: &str, count: usize) {
 
 #[tokio::test]
 async fn unauthenticated_floods_write_a_bounded_number_of_log_lines() {
-    let server = Process::start().await;
+    let server = ServerProcess::start(None, &[]).await;
     let at_start = server.lines().len();
 
     flood(&server.base, "40/nope,", 5000).await;
