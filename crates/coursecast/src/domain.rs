@@ -258,4 +258,28 @@ mod tests {
         }
         assert!("SERVICE".parse::<Role>().is_err());
     }
+
+    proptest::proptest! {
+        /// Every parser of client input answers any string with a value or a
+        /// refusal, never a panic, and what it accepts is within its bounds.
+        #[test]
+        fn parsers_take_any_input_without_panicking(raw in ".{0,300}") {
+            if let Ok(email) = Email::parse(&raw) {
+                proptest::prop_assert!(email.as_str().len() <= 254);
+            }
+            let _ = Password::parse(&raw);
+            let _ = DisplayName::parse(&raw);
+            let _ = CourseTitle::parse(&raw);
+            if let Ok(content) = MessageContent::parse(&raw, 100) {
+                proptest::prop_assert!(content.as_str().chars().count() <= 100);
+            }
+            let _ = ClientMsgId::parse(&raw);
+            let _ = ChannelId::parse(&raw);
+            let _ = DocumentId::parse(&raw);
+            let _ = NotificationText::title(&raw);
+            let _ = NotificationText::body(&raw);
+            let _ = parse_id(&raw, "field");
+            let _ = raw.parse::<Role>();
+        }
+    }
 }

@@ -218,4 +218,14 @@ mod tests {
         assert_eq!("messages".parse::<StreamKey>(), Err(StreamKeyError::NoKind));
         assert!(matches!("messages:nope".parse::<StreamKey>(), Err(StreamKeyError::BadId(_))));
     }
+
+    proptest::proptest! {
+        /// A relayed or stored stream name parses to the key it names, or is refused.
+        #[test]
+        fn any_stream_name_parses_or_is_refused(raw in ".{0,80}") {
+            if let Ok(key) = raw.parse::<StreamKey>() {
+                proptest::prop_assert_eq!(key.to_string().parse::<StreamKey>(), Ok(key));
+            }
+        }
+    }
 }

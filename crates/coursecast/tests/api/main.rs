@@ -11,6 +11,7 @@ mod connections;
 mod courses;
 mod crash;
 mod faults;
+mod fuzz;
 mod hostile;
 mod listener;
 mod login_limits;
