@@ -79,7 +79,7 @@ impl Realtime {
     pub async fn disconnect_user(&self, user: Uuid) {
         self.disconnect_local(user).await;
         if let Some(cluster) = &self.cluster {
-            cluster.publish_disconnect(user).await;
+            cluster.relay_disconnect(user);
         }
     }
 

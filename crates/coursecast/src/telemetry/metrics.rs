@@ -106,6 +106,12 @@ pub fn dependency_up(dependency: &'static str, up: bool) {
     counter!("coursecast_dependency_changes_total", "dependency" => dependency, "state" => state).increment(1);
 }
 
+/// A message for other nodes not relayed: `outbox_full` or `redis_down`. Their
+/// clients repair the gap from storage.
+pub fn cluster_relay_dropped(reason: &'static str) {
+    counter!("coursecast_cluster_relay_dropped_total", "reason" => reason).increment(1);
+}
+
 pub fn db_query(op: &'static str, took: Duration) {
     histogram!("coursecast_db_query_seconds", "op" => op).record(took.as_secs_f64());
 }

@@ -4,10 +4,20 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, WAIT, eventually, test_redis_url};
+use std::time::Duration;
+
+use crate::{
+    helpers::{TestApp, WAIT, eventually, test_redis_url},
+    proxy::{Mode, Proxy},
+};
 
 async fn two_nodes() -> Option<(TestApp, TestApp)> {
-    let redis = test_redis_url().await?;
+    two_nodes_on(&test_redis_url().await?).await
+}
+
+/// Two nodes on one storage and one Redis channel at `redis`, both subscribed.
+async fn two_nodes_on(redis: &str) -> Option<(TestApp, TestApp)> {
+    let redis = redis.to_owned();
     let channel = format!("coursecast-test-{}", Uuid::new_v4().simple());
     let a = TestApp::spawn_with(|s| {
         s.redis_url = Some(redis.clone());
@@ -43,7 +53,7 @@ async fn events_committed_on_one_node_reach_sockets_and_polls_on_another() {
     let course = a.course_with(&professor, &[&ann, &ben]).await;
 
     let ready = a.get("/readyz", None).await;
-    assert_eq!((ready.status.as_u16(), ready.body["redis"].clone()), (200, json!(true)));
+    assert_eq!((ready.status.as_u16(), ready.body["redis"].clone()), (200, json!("up")));
 
     let mut on_a = a.socket("/chat", &ben.token).await;
     on_a.call("join", json!({"courseId": course})).await.unwrap();
@@ -95,11 +105,99 @@ async fn logout_on_one_node_disconnects_sockets_on_every_node() {
 }
 
 #[tokio::test]
-async fn readiness_fails_when_redis_is_unreachable() {
+async fn a_node_does_not_start_without_its_configured_redis() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.get("/readyz", None).await.body["redis"], false);
+    assert_eq!(app.get("/readyz", None).await.body["redis"], "off");
     let mut settings = (*app.state.settings).clone();
     settings.redis_url = Some("redis://127.0.0.1:1".into());
     let failed = coursecast::app::build_state(settings).await;
     assert!(failed.is_err(), "a node must not start without its configured Redis");
+}
+
+/// Redis is only the bus: cut for 10 s (black-holed, the worst case: nothing fails,
+/// nothing answers) while node B takes a steady stream of sends, B keeps storing and
+/// acknowledging at the same pace and latency, says so on `/readyz` without leaving
+/// rotation, and relays to A again by itself afterwards.
+#[tokio::test]
+async fn a_redis_outage_does_not_slow_writes_and_heals_by_itself() {
+    let Some(redis) = test_redis_url().await else { return };
+    let target: std::net::SocketAddr = redis.trim_start_matches("redis://").parse().expect("redis host:port");
+    let proxy = Proxy::start(target).await;
+    let Some((a, b)) = two_nodes_on(&format!("redis://{}", proxy.addr)).await else { return };
+    let professor = a.professor().await;
+    let ann = a.student("Ann").await;
+    let course = a.course_with(&professor, &[&ann]).await;
+    let socket = std::sync::Arc::new(b.socket("/chat", &ann.token).await);
+    socket.call("join", json!({"courseId": course})).await.unwrap();
+
+    let before = send_for(&socket, course, "before", Duration::from_secs(3)).await;
+    proxy.set(Mode::BlackHole);
+    let outage = tokio::spawn({
+        let socket = socket.clone();
+        async move { send_for(&socket, course, "during", Duration::from_secs(10)).await }
+    });
+    eventually("B to notice Redis is down", Duration::from_secs(5), || async {
+        let ready = b.get("/readyz", None).await;
+        ready.status == 200 && ready.body["redis"] == "down"
+    })
+    .await;
+    let during = outage.await.unwrap();
+    proxy.set(Mode::Forward);
+
+    let (p99_before, p99_during) = (percentile(&before.0, 0.99), percentile(&during.0, 0.99));
+    assert_eq!((before.1, during.1), (0, 0), "sends refused or unanswered before / during the outage");
+    let (rate_before, rate_during) = (before.0.len() as f64 / 3.0, during.0.len() as f64 / 10.0);
+    assert!(rate_during >= rate_before * 0.9, "{rate_before:.1}/s before, {rate_during:.1}/s during the outage");
+    assert!(
+        p99_during <= p99_before.mul_f64(1.1).max(p99_before + Duration::from_millis(25)),
+        "ack p99 {p99_before:?} before, {p99_during:?} during the outage"
+    );
+
+    let mut on_a = a.socket("/chat", &ann.token).await;
+    on_a.call("join", json!({"courseId": course})).await.unwrap();
+    let healed = async {
+        for n in 0.. {
+            let key = format!("after-{n}");
+            let ack = socket.call("send", json!({"courseId": course, "content": key, "clientMsgId": key})).await;
+            assert_eq!(ack.unwrap()["ok"], true);
+            if on_a.wait_for("message", Duration::from_millis(500)).await.is_some() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), healed).await.expect("B relays to A again by itself");
+    assert_eq!(b.get("/readyz", None).await.body["redis"], "up");
+}
+
+/// Sends one message every 25 ms for `how_long`, each after the last one's answer:
+/// the ack latencies of those answered ok, and how many were not.
+async fn send_for(
+    socket: &coursecast_client::Socket,
+    course: Uuid,
+    tag: &str,
+    how_long: Duration,
+) -> (Vec<Duration>, usize) {
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    let mut every = tokio::time::interval(Duration::from_millis(25));
+    let end = tokio::time::Instant::now() + how_long;
+    let mut n = 0;
+    while tokio::time::Instant::now() < end {
+        every.tick().await;
+        let at = std::time::Instant::now();
+        let key = format!("{tag}-{n}");
+        let ack = socket.call("send", json!({"courseId": course, "content": key, "clientMsgId": key})).await;
+        if ack.is_ok_and(|ack| ack["ok"] == true) {
+            latencies.push(at.elapsed());
+        } else {
+            failed += 1;
+        }
+        n += 1;
+    }
+    (latencies, failed)
+}
+
+fn percentile(latencies: &[Duration], p: f64) -> Duration {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
