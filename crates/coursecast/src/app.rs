@@ -17,7 +17,7 @@ use crate::{
         waiters::Waiters,
     },
     http::{self, listener::ConnectionLimits},
-    realtime::{self, Broadcaster, Connections, Expiries, Realtime},
+    realtime::{self, Broadcaster, Connections, Expiries, Presence, Realtime, presence::PresenceLimits},
     state::{AppState, Shared},
     store::Store,
     telemetry::{live::LiveStats, metrics},
@@ -37,8 +37,15 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         Some(url) => Some(Cluster::connect(url, &settings.redis_channel).await?),
         None => None,
     };
-    let realtime =
-        Realtime { io: io.clone(), service, connections, expiries: Expiries::start(), cluster: cluster.clone() };
+    let presence = Arc::new(Presence::new(io.clone(), PresenceLimits::from_settings(&settings)));
+    let realtime = Realtime {
+        io: io.clone(),
+        service,
+        connections,
+        presence,
+        expiries: Expiries::start(),
+        cluster: cluster.clone(),
+    };
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
     let stats = Arc::new(LiveStats::default());
     // Every transport of committed events: long polls, sockets, then other nodes.

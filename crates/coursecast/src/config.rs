@@ -91,6 +91,31 @@ pub struct Settings {
     #[arg(long, env = "SOCKET_EVENTS_BURST", default_value_t = 40)]
     pub socket_events_burst: u32,
 
+    /// Packets queued per socket before broadcasts to it are skipped (its send buffer).
+    #[arg(long, env = "WEBSOCKET_BUFFER_PACKETS", default_value_t = 256)]
+    pub socket_buffer_packets: usize,
+
+    /// How long joins and leaves of a course room are gathered into one `presence`
+    /// diff, milliseconds (one broadcast per room per window, not one per join).
+    #[arg(long, env = "PRESENCE_WINDOW", default_value_t = 1000)]
+    pub presence_window_ms: u64,
+
+    /// Largest room whose `presence` diffs list user ids; bigger rooms get the count only.
+    #[arg(long, env = "PRESENCE_LIST_MAX", default_value_t = 200)]
+    pub presence_list_max: usize,
+
+    /// Shortest time between two relayed `typing` events of one user in one course, milliseconds.
+    #[arg(long, env = "TYPING_INTERVAL", default_value_t = 3000)]
+    pub typing_interval_ms: u64,
+
+    /// Shortest time between two relayed `cursor` events of one user in one course, milliseconds.
+    #[arg(long, env = "CURSOR_INTERVAL", default_value_t = 100)]
+    pub cursor_interval_ms: u64,
+
+    /// Relayed `typing` and `cursor` events per course room per second, all users together.
+    #[arg(long, env = "EPHEMERAL_ROOM_PER_SECOND", default_value_t = 20)]
+    pub ephemeral_room_per_sec: u32,
+
     /// Socket handshakes per second per client IP.
     #[arg(long, env = "SOCKET_CONNECTS_PER_SECOND_PER_IP", default_value_t = 200)]
     pub socket_connects_per_sec_per_ip: u32,
@@ -180,6 +205,10 @@ impl Settings {
 
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn presence_window(&self) -> Duration {
+        Duration::from_millis(self.presence_window_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {

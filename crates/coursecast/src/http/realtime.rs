@@ -40,6 +40,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         router.route(&format!("/api/realtime/{}/{{{owner}}}", kind.name()), poll(kind))
     });
     fallback = fallback
+        .route("/api/realtime/presence/{course_id}", get(presence))
         .route("/api/realtime/messages/{course_id}", post(send_message))
         .route("/api/realtime/messages/{course_id}/{message_id}", patch(edit_message).delete(delete_message))
         .route("/api/realtime/annotations/{course_id}", post(annotate))
@@ -91,6 +92,44 @@ async fn poll_stream(
     let wait = Duration::from_secs_f64(wait.clamp(0.0, MAX_WAIT_SECS));
     let page = state.waiters.poll(&state.store, stream, since, streams::page_limit(query.limit), wait).await?;
     Ok(AxumJson(page))
+}
+
+/// The course rooms that have presence, as named in the query.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RoomNamespace {
+    #[default]
+    Chat,
+    Collaboration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceQuery {
+    #[serde(default)]
+    namespace: RoomNamespace,
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/realtime/presence/:courseId`: a page of the room's online users, the
+/// answer of the socket `presence` request (without `ok`), for clients on polling.
+async fn presence(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(course_id): Path<Uuid>,
+    Query(query): Query<PresenceQuery>,
+) -> Result<AxumJson<Value>, AppError> {
+    let (namespace, stream) = match query.namespace {
+        RoomNamespace::Chat => (Namespace::Chat, StreamKey::messages(course_id)),
+        RoomNamespace::Collaboration => (Namespace::Collaboration, StreamKey::annotations(course_id)),
+    };
+    state.commands.authorize_read(&me, stream).await?;
+    let limit = streams::page_limit(query.limit) as usize;
+    let page = state.realtime.presence.page(namespace, course_id, query.after, limit);
+    let mut body = serde_json::to_value(&page).map_err(AppError::internal)?;
+    body["courseId"] = json!(course_id);
+    Ok(AxumJson(body))
 }
 
 #[derive(Deserialize)]

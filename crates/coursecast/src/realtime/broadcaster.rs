@@ -34,7 +34,8 @@ impl Broadcaster {
             return;
         };
         let name = event.stream.kind.event_name();
-        match operators.to(targets).emit(name, &*event.payload).await {
+        // Sockets owed an answer are skipped: their answers go first (`answers`).
+        match operators.to(targets).except(rooms::owing()).emit(name, &*event.payload).await {
             Ok(()) => {}
             Err(BroadcastError::Socket(failed)) => {
                 // Sockets whose buffer is full (or that just closed) miss the live copy;

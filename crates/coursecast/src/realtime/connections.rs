@@ -1,5 +1,5 @@
-//! The connection manager: who is connected, per client, per namespace, per user and
-//! per course room. Every record is removed when its socket disconnects, so the maps
+//! The connection manager: who is connected, per client, per namespace and per user
+//! (course rooms are `presence`'s). Every record is removed when its socket disconnects, so the maps
 //! hold only live connections (`stats` shows their sizes; a test checks they drain).
 //!
 //! One `std::sync::Mutex` guards all maps: every operation is a few hash-map updates
@@ -30,8 +30,6 @@ struct Inner {
     by_namespace: HashMap<Namespace, usize>,
     /// Sockets per user per namespace (the per-user limit).
     per_user: HashMap<(Namespace, Uuid), u32>,
-    /// For each course room: how many sockets each present user has in it.
-    presence: HashMap<(Namespace, Uuid), HashMap<Uuid, u32>>,
 }
 
 /// Sizes of every map, for `/api/realtime/status` and the drain test.
@@ -42,7 +40,6 @@ pub struct ConnectionStats {
     pub sockets: usize,
     pub by_namespace: HashMap<Namespace, usize>,
     pub user_entries: usize,
-    pub course_rooms: usize,
 }
 
 impl Connections {
@@ -86,36 +83,6 @@ impl Connections {
         inner.publish_gauges(namespace);
     }
 
-    /// Records one more socket of `user` in a course room; true if it is their first.
-    pub fn enter_course(&self, namespace: Namespace, course: Uuid, user: Uuid) -> bool {
-        let mut inner = self.lock();
-        let count = inner.presence.entry((namespace, course)).or_default().entry(user).or_default();
-        *count += 1;
-        *count == 1
-    }
-
-    /// Records one socket fewer; true if it was the user's last in that room.
-    pub fn leave_course(&self, namespace: Namespace, course: Uuid, user: Uuid) -> bool {
-        let mut inner = self.lock();
-        let Some(room) = inner.presence.get_mut(&(namespace, course)) else {
-            return false;
-        };
-        let last = decrement(room, user);
-        if room.is_empty() {
-            inner.presence.remove(&(namespace, course));
-        }
-        last
-    }
-
-    /// Users with at least one socket in the course room, on this node.
-    pub fn online(&self, namespace: Namespace, course: Uuid) -> Vec<Uuid> {
-        let inner = self.lock();
-        let mut users: Vec<Uuid> =
-            inner.presence.get(&(namespace, course)).map(|room| room.keys().copied().collect()).unwrap_or_default();
-        users.sort_unstable();
-        users
-    }
-
     pub fn stats(&self) -> ConnectionStats {
         let inner = self.lock();
         ConnectionStats {
@@ -126,7 +93,6 @@ impl Connections {
                 .map(|ns| (ns, inner.by_namespace.get(&ns).copied().unwrap_or(0)))
                 .collect(),
             user_entries: inner.per_user.len(),
-            course_rooms: inner.presence.len(),
         }
     }
 }
@@ -173,18 +139,12 @@ mod tests {
     }
 
     #[test]
-    fn presence_counts_sockets_and_drains() {
+    fn records_drain() {
         let conns = Connections::new(10, 10);
-        let (course, alice) = (Uuid::new_v4(), Uuid::new_v4());
-        assert!(conns.enter_course(Namespace::Chat, course, alice));
-        assert!(!conns.enter_course(Namespace::Chat, course, alice));
-        assert_eq!(conns.online(Namespace::Chat, course), vec![alice]);
-        assert!(!conns.leave_course(Namespace::Chat, course, alice));
-        assert!(conns.leave_course(Namespace::Chat, course, alice));
-        assert!(!conns.leave_course(Namespace::Chat, course, alice), "leaving twice is harmless");
+        let alice = Uuid::new_v4();
         conns.register(Namespace::Chat, ClientId(1), alice);
         conns.release(Namespace::Chat, ClientId(1), alice);
         let stats = conns.stats();
-        assert_eq!((stats.clients, stats.sockets, stats.user_entries, stats.course_rooms), (0, 0, 0, 0));
+        assert_eq!((stats.clients, stats.sockets, stats.user_entries), (0, 0, 0));
     }
 }

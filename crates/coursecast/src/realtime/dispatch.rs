@@ -2,9 +2,10 @@
 //! payload parsing into a typed struct (`VALIDATION_FAILED` on failure), the handler
 //! (a panic in it is caught and answered `INTERNAL` with an error id), metrics, and
 //! the answer: `{ok: true, ...}` / `{ok: false, error}` in the ack, or an `error`
-//! event when the client asked for no ack and the event failed.
+//! event when the client asked for no ack and the event failed. Answers go through
+//! `answers`, which never drops one.
 
-use std::{convert::Infallible, future::Future, panic::AssertUnwindSafe, sync::Arc};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
 
@@ -12,13 +13,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use socketioxide::{
     SocketIo,
-    adapter::Adapter,
-    extract::{AckSender, SocketRef, TryData},
-    handler::FromMessageParts,
-    socket::Socket,
+    adapter::LocalAdapter,
+    extract::{SocketRef, TryData},
 };
 
-use super::{Namespace, Session, gate::ClientId, rooms};
+use super::{Namespace, Session, answers::Replier, gate::ClientId, rooms};
 use crate::{
     error::{AppError, without_input},
     telemetry::metrics,
@@ -26,21 +25,6 @@ use crate::{
 
 /// What a cut flooding client is told to wait before it comes back, seconds.
 const FLOOD_PENALTY_SECS: u64 = 5;
-
-/// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
-pub struct AckRequested(pub bool);
-
-impl<A: Adapter> FromMessageParts<A> for AckRequested {
-    type Error = Infallible;
-
-    fn from_message_parts(
-        _: &Arc<Socket<A>>,
-        _: &mut socketioxide::handler::Value,
-        ack_id: &Option<i64>,
-    ) -> Result<Self, Infallible> {
-        Ok(Self(ack_id.is_some()))
-    }
-}
 
 /// What a handler gets besides its payload.
 #[derive(Clone)]
@@ -61,14 +45,14 @@ where
 {
     let session = session.clone();
     let namespace = Namespace::from_path(socket.ns()).map_or("unknown", Namespace::path);
-    socket.on(event, move |socket: SocketRef, io: SocketIo, TryData(data): TryData<Value>, AckRequested(wants_ack), ack: AckSender| {
+    socket.on(event, move |socket: SocketRef, io: SocketIo, TryData(data): TryData<Value>, replier: Replier<LocalAdapter>| {
         let handler = handler.clone();
         let session = session.clone();
         async move {
             metrics::event_received(namespace, event);
             let outcome = match session.take_event() {
                 Ok(true) => match parse::<T>(data.unwrap_or(Value::Null)) {
-                    Ok(payload) => guarded(handler(Ctx { socket: socket.clone(), session }, payload)).await,
+                    Ok(payload) => guarded(handler(Ctx { socket: socket.clone(), session: session.clone() }, payload)).await,
                     Err(err) => Err(err),
                 },
                 Ok(false) => {
@@ -78,11 +62,12 @@ where
                 Err(abuse) => {
                     tracing::warn!(sampled = true, socket_id = %socket.id, user_id = %session.user.id, event, "event flood: disconnecting the client");
                     metrics::rate_limited("socket_event");
-                    answer(&socket, event, wants_ack, ack, Err(abuse));
+                    answer(&replier, &session, Err(abuse));
                     // Said once, in order after the answers already queued, so the
                     // client learns why the disconnect that follows came.
                     if session.begin_cut() {
-                        emit_error(&socket, &AppError::RateLimited { retry_after_secs: FLOOD_PENALTY_SECS });
+                        let why = AppError::RateLimited { retry_after_secs: FLOOD_PENALTY_SECS };
+                        replier.error_event(&session, json!(why.body()));
                         disconnect_client(&io, session.client).await;
                     }
                     return;
@@ -91,23 +76,25 @@ where
             if let Err(err) = &outcome {
                 metrics::event_refused(namespace, event, err.code().as_str());
             }
-            answer(&socket, event, wants_ack, ack, outcome);
+            answer(&replier, &session, outcome);
         }
     });
 }
 
 /// Unknown events get an `error` event (and an error ack if one was asked for).
-pub fn on_unknown(socket: &SocketRef) {
+pub fn on_unknown(socket: &SocketRef, session: &Arc<Session>) {
+    let session = session.clone();
     socket.on_fallback(
-        |socket: SocketRef,
-         socketioxide::extract::Event(event): socketioxide::extract::Event,
-         AckRequested(wants_ack),
-         ack: AckSender| async move {
-            let err = AppError::validation(format!("unknown event `{event}`"));
-            if wants_ack && let Err(e) = ack.send(&json!({"ok": false, "error": err.body()})) {
-                tracing::debug!(error = %e, "ack not delivered");
+        move |socketioxide::extract::Event(event): socketioxide::extract::Event, replier: Replier<LocalAdapter>| {
+            let session = session.clone();
+            async move {
+                let err = AppError::validation(format!("unknown event `{event}`"));
+                let body = json!(err.body());
+                if replier.wants_ack() {
+                    replier.answer(&session, json!({"ok": false, "error": body}), None);
+                }
+                replier.error_event(&session, body);
             }
-            emit_error(&socket, &err);
         },
     );
 }
@@ -141,28 +128,18 @@ fn parse<T: DeserializeOwned>(data: Value) -> Result<T, AppError> {
         .map_err(|e| AppError::validation(format!("invalid payload: {}", without_input(&e.to_string()))))
 }
 
-fn answer(socket: &SocketRef, event: &str, wants_ack: bool, ack: AckSender, outcome: Result<Reply, AppError>) {
-    let body = match &outcome {
+fn answer(replier: &Replier<LocalAdapter>, session: &Arc<Session>, outcome: Result<Reply, AppError>) {
+    match outcome {
         Ok(fields) => {
             let mut body = Map::with_capacity(fields.len() + 1);
             body.insert("ok".into(), Value::Bool(true));
-            body.extend(fields.clone());
-            Value::Object(body)
+            body.extend(fields);
+            replier.answer(session, Value::Object(body), None);
         }
-        Err(err) => json!({"ok": false, "error": err.body()}),
-    };
-    if wants_ack {
-        if let Err(e) = ack.send(&body) {
-            tracing::debug!(socket_id = %socket.id, event, error = %e, "ack not delivered");
+        Err(err) => {
+            let error = json!(err.body());
+            replier.answer(session, json!({"ok": false, "error": error}), Some(error));
         }
-    } else if let Err(err) = &outcome {
-        emit_error(socket, err);
-    }
-}
-
-fn emit_error(socket: &SocketRef, err: &AppError) {
-    if let Err(e) = socket.emit("error", &err.body()) {
-        tracing::debug!(socket_id = %socket.id, error = %e, "error event not delivered");
     }
 }
 

@@ -1,12 +1,14 @@
 //! The Socket.IO layer (PROTOCOL.md section 3): server set-up, the HTTP gate in front
 //! of it, per-socket sessions, the connection manager, and the four namespaces.
 
+mod answers;
 mod broadcaster;
 pub mod connections;
 mod dispatch;
 mod expiry;
 pub mod gate;
 pub mod namespaces;
+pub mod presence;
 pub mod rooms;
 pub mod server;
 mod session;
@@ -21,6 +23,7 @@ use uuid::Uuid;
 pub use broadcaster::Broadcaster;
 pub use connections::{ConnectionStats, Connections};
 pub use expiry::Expiries;
+pub use presence::Presence;
 pub use session::Session;
 
 use crate::cluster::Cluster;
@@ -59,6 +62,8 @@ pub struct Realtime {
     /// The Engine.IO endpoint, mounted at `/socket.io/` behind the gate.
     pub service: SocketIoService<Router>,
     pub connections: Arc<Connections>,
+    /// Who is online in each course room, and the `presence` diffs.
+    pub presence: Arc<Presence>,
     /// Every live socket's token expiry.
     pub expiries: Arc<Expiries>,
     /// The other nodes, when `REDIS_URL` is set.

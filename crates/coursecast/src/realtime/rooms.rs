@@ -22,3 +22,20 @@ pub fn client(client: super::gate::ClientId) -> String {
 pub fn watch(course: Uuid) -> String {
     format!("watch:{course}")
 }
+
+/// Sockets owed an answer that their full buffer could not take: broadcasts skip
+/// them until it is delivered, so answers go out before any broadcast copy.
+pub fn owing() -> &'static str {
+    "answers:owing"
+}
+
+/// Sockets whose buffer was full recently: ephemeral events (presence diffs, typing,
+/// cursors) skip them a while longer than chat does, so they are dropped first.
+pub fn congested() -> &'static str {
+    "answers:congested"
+}
+
+/// The rooms an ephemeral broadcast leaves out.
+pub fn ephemeral_except() -> [&'static str; 2] {
+    [owing(), congested()]
+}

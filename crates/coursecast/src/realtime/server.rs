@@ -9,8 +9,6 @@ use crate::config::Settings;
 
 /// Engine.IO sessions that have not joined a namespace by then are closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Packets queued per socket before emits to it fail (see the slow-consumer policy).
-const SOCKET_BUFFER: usize = 256;
 /// Bytes each WebSocket reads at a time; tungstenite allocates this per connection up
 /// front (default 4 KiB). Larger frames still arrive whole: the buffer grows for them.
 const WS_READ_BUFFER: usize = 1024;
@@ -21,7 +19,8 @@ pub fn build(settings: &Settings) -> (SocketIoService<Router>, SocketIo) {
         .ping_interval(settings.ping_interval())
         .ping_timeout(settings.ping_timeout())
         .connect_timeout(CONNECT_TIMEOUT)
-        .max_buffer_size(SOCKET_BUFFER)
+        // Packets queued per socket before emits to it fail (the slow-consumer policy).
+        .max_buffer_size(settings.socket_buffer_packets)
         // `max_payload` bounds polling bodies only; WebSocket frames have their own.
         .max_payload(max_payload as u64)
         .ws_max_message_size(max_payload)

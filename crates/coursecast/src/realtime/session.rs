@@ -12,7 +12,7 @@ use std::{
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::DefaultClock};
 use uuid::Uuid;
 
-use super::gate::ClientId;
+use super::{answers::Backlog, gate::ClientId};
 use crate::{auth::Identity, error::AppError, locks::lock};
 
 /// One clock for every socket's rate limiter: creating one (`DefaultClock::default`)
@@ -37,6 +37,8 @@ pub struct Session {
     /// The token's `exp` (unix seconds); moved by `reauth`.
     expires_at: AtomicI64,
     lifecycle: Mutex<Lifecycle>,
+    /// Answers the socket's full buffer could not take yet (`answers`).
+    pub backlog: Backlog,
 }
 
 /// Where a socket is between the handshake and its disconnect. Socket.IO runs the
@@ -64,6 +66,7 @@ impl Session {
             courses: Mutex::new(Vec::new()),
             expires_at: AtomicI64::new(user.expires_at),
             lifecycle: Mutex::new(Lifecycle::Admitted),
+            backlog: Backlog::default(),
         }
     }
 

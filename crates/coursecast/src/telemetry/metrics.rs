@@ -84,6 +84,16 @@ pub fn broadcast_failures(namespace: &'static str, count: usize) {
 }
 
 /// Appends refused because the publisher's queue was full (overload).
+/// An answer met a full socket buffer and waits in the socket's backlog.
+pub fn answer_deferred() {
+    counter!("coursecast_answers_deferred_total").increment(1);
+}
+
+/// Answers still owed when their socket closed (the client retries after reconnecting).
+pub fn answers_lost(count: usize) {
+    counter!("coursecast_answers_lost_total").increment(count as u64);
+}
+
 pub fn publish_refused() {
     counter!("coursecast_publish_refusals_total").increment(1);
 }

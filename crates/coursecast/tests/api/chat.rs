@@ -12,7 +12,7 @@ use crate::helpers::{QUIET, TestApp, WAIT, ack_code};
 
 #[tokio::test]
 async fn two_users_chat_with_presence_and_typing() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|s| s.presence_window_ms = 50).await;
     let professor = app.professor().await;
     let (ann, ben) = (app.student("Ann").await, app.student("Ben").await);
     let course = app.course_with(&professor, &[&ann, &ben]).await;
@@ -21,19 +21,19 @@ async fn two_users_chat_with_presence_and_typing() {
     let joined = a.call("join", json!({"courseId": course})).await.unwrap();
     assert_eq!(
         joined,
-        json!({"ok": true, "courseId": course, "cursor": 0, "missed": [], "hasMore": false, "online": [ann.id]})
+        json!({"ok": true, "courseId": course, "cursor": 0, "missed": [], "hasMore": false,
+               "online": [ann.id], "onlineCount": 1})
     );
+    let presence = a.wait_for("presence", WAIT).await.expect("her own arrival");
+    assert_eq!(presence, json!({"courseId": course, "online": [ann.id], "offline": [], "count": 1}));
 
     let mut b = app.socket("/chat", &ben.token).await;
     let joined = b.call("join", json!({"courseId": course})).await.unwrap();
-    let mut online: Vec<String> =
-        joined["online"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-    online.sort();
-    let mut expected = vec![ann.id.to_string(), ben.id.to_string()];
+    let mut expected = vec![ann.id, ben.id];
     expected.sort();
-    assert_eq!(online, expected);
+    assert_eq!((joined["online"].clone(), joined["onlineCount"].clone()), (json!(expected), json!(2)));
     let presence = a.wait_for("presence", WAIT).await.expect("presence online");
-    assert_eq!(presence, json!({"courseId": course, "userId": ben.id, "status": "online"}));
+    assert_eq!(presence, json!({"courseId": course, "online": [ben.id], "offline": [], "count": 2}));
 
     let ack = a
         .call("send", json!({"courseId": course, "content": "  hello\tthere \n", "clientMsgId": "m-1"}))
@@ -51,13 +51,13 @@ async fn two_users_chat_with_presence_and_typing() {
     assert_eq!(&received, event);
     assert_eq!(a.wait_for("message", WAIT).await.as_ref(), Some(event), "the sender receives its own message too");
 
-    assert_eq!(b.call("typing", json!({"courseId": course})).await.unwrap(), json!({"ok": true}));
+    assert_eq!(b.call("typing", json!({"courseId": course})).await.unwrap(), json!({"ok": true, "relayed": true}));
     assert_eq!(a.wait_for("typing", WAIT).await, Some(json!({"courseId": course, "userId": ben.id})));
     assert_eq!(b.wait_for("typing", QUIET).await, None, "the typist does not see itself");
 
     assert_eq!(b.call("leave", json!({"courseId": course})).await.unwrap(), json!({"ok": true}));
     let presence = a.wait_for("presence", WAIT).await.expect("presence offline");
-    assert_eq!(presence["status"], "offline");
+    assert_eq!(presence, json!({"courseId": course, "online": [], "offline": [ben.id], "count": 1}));
     a.call("send", json!({"courseId": course, "content": "anyone?", "clientMsgId": "m-2"})).await.unwrap();
     assert_eq!(b.wait_for("message", QUIET).await, None, "left the room");
 }

@@ -190,7 +190,7 @@ async fn annotations_are_stored_replayed_and_cursors_relayed() {
 
     assert_eq!(
         b.call("cursor", json!({"courseId": course, "documentId": "week1.pdf", "position": {"x": 3}})).await.unwrap(),
-        json!({"ok": true})
+        json!({"ok": true, "relayed": true})
     );
     let cursor = a.wait_for("cursor", WAIT).await.unwrap();
     assert_eq!(cursor, json!({"courseId": course, "documentId": "week1.pdf", "userId": ben.id, "position": {"x": 3}}));

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 use socketioxide::extract::SocketRef;
 
-use super::course_rooms::{self, JoinPayload, LeavePayload};
+use super::course_rooms::{self, JoinPayload, LeavePayload, PresencePayload};
 use crate::{
     domain::parse_id,
     error::AppError,
@@ -14,7 +14,7 @@ use crate::{
     realtime::{
         Namespace, Session,
         dispatch::{Ctx, Reply},
-        rooms,
+        presence::Ephemeral,
     },
     state::AppState,
     streams::StreamKey,
@@ -23,6 +23,7 @@ use crate::{
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
     route!(socket, session, state, "join" => join);
     route!(socket, session, state, "leave" => leave);
+    route!(socket, session, state, "presence" => presence);
     route!(socket, session, state, "send" => send);
     route!(socket, session, state, "edit" => edit);
     route!(socket, session, state, "delete" => delete);
@@ -35,6 +36,10 @@ async fn join(state: &AppState, ctx: Ctx, payload: JoinPayload) -> Result<Reply,
 
 async fn leave(state: &AppState, ctx: Ctx, payload: LeavePayload) -> Result<Reply, AppError> {
     course_rooms::leave(state, &ctx, Namespace::Chat, payload).await
+}
+
+async fn presence(state: &AppState, ctx: Ctx, payload: PresencePayload) -> Result<Reply, AppError> {
+    course_rooms::presence_page(state, &ctx, Namespace::Chat, payload, StreamKey::messages).await
 }
 
 #[derive(Deserialize)]
@@ -91,12 +96,8 @@ async fn delete(state: &AppState, ctx: Ctx, p: DeletePayload) -> Result<Reply, A
     event_reply(&state.commands.delete_message(&ctx.session.user, course_id, &p.message_id).await?)
 }
 
-async fn typing(_state: &AppState, ctx: Ctx, payload: TypingPayload) -> Result<Reply, AppError> {
+async fn typing(state: &AppState, ctx: Ctx, payload: TypingPayload) -> Result<Reply, AppError> {
     let course_id = parse_id(&payload.course_id, "courseId")?;
-    course_rooms::require_joined(&ctx, course_id)?;
     let event = json!({"courseId": course_id, "userId": ctx.session.user.id});
-    if let Err(err) = ctx.socket.to(rooms::course(course_id)).emit("typing", &event).await {
-        tracing::debug!(error = %err, "typing not delivered to every socket");
-    }
-    Ok(Reply::new())
+    course_rooms::relay(state, &ctx, Namespace::Chat, course_id, Ephemeral::Typing, event).await
 }

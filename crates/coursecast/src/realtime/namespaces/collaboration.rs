@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 
-use super::course_rooms::{self, JoinPayload, LeavePayload};
+use super::course_rooms::{self, JoinPayload, LeavePayload, PresencePayload};
 use crate::{
     domain::{DocumentId, parse_id},
     error::AppError,
@@ -15,7 +15,7 @@ use crate::{
     realtime::{
         Namespace, Session,
         dispatch::{Ctx, Reply},
-        rooms,
+        presence::Ephemeral,
     },
     state::AppState,
     streams::StreamKey,
@@ -27,6 +27,7 @@ const MAX_POSITION_BYTES: usize = 1024;
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
     route!(socket, session, state, "join" => join);
     route!(socket, session, state, "leave" => leave);
+    route!(socket, session, state, "presence" => presence);
     route!(socket, session, state, "annotate" => annotate);
     route!(socket, session, state, "cursor" => cursor);
 }
@@ -56,6 +57,10 @@ async fn leave(state: &AppState, ctx: Ctx, payload: LeavePayload) -> Result<Repl
     course_rooms::leave(state, &ctx, Namespace::Collaboration, payload).await
 }
 
+async fn presence(state: &AppState, ctx: Ctx, payload: PresencePayload) -> Result<Reply, AppError> {
+    course_rooms::presence_page(state, &ctx, Namespace::Collaboration, payload, StreamKey::annotations).await
+}
+
 async fn annotate(state: &AppState, ctx: Ctx, p: AnnotatePayload) -> Result<Reply, AppError> {
     let course_id = parse_id(&p.course_id, "courseId")?;
     let membership = course_rooms::membership(&ctx, course_id);
@@ -65,19 +70,15 @@ async fn annotate(state: &AppState, ctx: Ctx, p: AnnotatePayload) -> Result<Repl
     )
 }
 
-async fn cursor(_state: &AppState, ctx: Ctx, payload: CursorPayload) -> Result<Reply, AppError> {
+async fn cursor(state: &AppState, ctx: Ctx, payload: CursorPayload) -> Result<Reply, AppError> {
     let course_id = parse_id(&payload.course_id, "courseId")?;
     let document_id = DocumentId::parse(&payload.document_id)?;
     bounded_json(&payload.position, "position", MAX_POSITION_BYTES)?;
-    course_rooms::require_joined(&ctx, course_id)?;
     let event = json!({
         "courseId": course_id,
         "documentId": document_id.as_str(),
         "userId": ctx.session.user.id,
         "position": payload.position,
     });
-    if let Err(err) = ctx.socket.to(rooms::course(course_id)).emit("cursor", &event).await {
-        tracing::debug!(error = %err, "cursor not delivered to every socket");
-    }
-    Ok(Reply::new())
+    course_rooms::relay(state, &ctx, Namespace::Collaboration, course_id, Ephemeral::Cursor, event).await
 }

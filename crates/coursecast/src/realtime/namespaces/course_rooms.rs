@@ -1,9 +1,9 @@
 //! Joining and leaving course rooms, shared by `/chat` and `/collaboration`: access
-//! check, room membership, presence, and the replay of missed events.
+//! check, room membership, presence (its first page in the join ack, further pages
+//! on request), the replay of missed events, and the relay of ephemeral events.
 
 use serde::Deserialize;
-use serde_json::json;
-use socketioxide::extract::SocketRef;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::reply;
@@ -11,7 +11,12 @@ use crate::{
     domain::parse_id,
     error::AppError,
     events::commands::Membership,
-    realtime::{Namespace, dispatch::Ctx, dispatch::Reply, rooms},
+    realtime::{
+        Namespace,
+        dispatch::{Ctx, Reply},
+        presence::Ephemeral,
+        rooms,
+    },
     state::AppState,
     streams::{self, StreamKey},
 };
@@ -30,6 +35,19 @@ pub struct JoinPayload {
 pub struct LeavePayload {
     course_id: String,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PresencePayload {
+    course_id: String,
+    /// The last user id of the previous page.
+    after: Option<String>,
+    /// Page size (default 100, at most 1,000).
+    limit: Option<i64>,
+}
+
+/// Online users in the join ack: a bounded first page, whatever the room's size.
+const FIRST_PAGE: usize = 100;
 
 /// `join {courseId, since?}`: enters the course room and answers with the missed
 /// events after `since` (none without `since`: the cursor is then the head).
@@ -55,8 +73,10 @@ pub async fn join(
         }
     };
     let mut fields = reply(page);
+    let online = state.realtime.presence.page(namespace, course_id, None, FIRST_PAGE);
     fields.insert("courseId".into(), json!(course_id));
-    fields.insert("online".into(), json!(state.realtime.connections.online(namespace, course_id)));
+    fields.insert("online".into(), json!(online.online));
+    fields.insert("onlineCount".into(), json!(online.count));
     Ok(fields)
 }
 
@@ -70,9 +90,27 @@ pub async fn leave(
     let course_id = parse_id(&payload.course_id, "courseId")?;
     if ctx.session.leave_course(course_id) {
         ctx.socket.leave(rooms::course(course_id));
-        announce_departure(state, &ctx.socket, namespace, course_id, ctx.session.user.id);
+        state.realtime.presence.leave(namespace, course_id, ctx.session.user.id);
     }
     Ok(Reply::new())
+}
+
+/// `presence {courseId, after?, limit?}`: a page of the room's online users, ordered
+/// by id; the same answer as `GET /api/realtime/presence/:courseId`.
+pub async fn presence_page(
+    state: &AppState,
+    ctx: &Ctx,
+    namespace: Namespace,
+    payload: PresencePayload,
+    stream: fn(Uuid) -> StreamKey,
+) -> Result<Reply, AppError> {
+    let course_id = parse_id(&payload.course_id, "courseId")?;
+    let after = payload.after.as_deref().map(|after| parse_id(after, "after")).transpose()?;
+    state.commands.authorize_read(&ctx.session.user, stream(course_id)).await?;
+    let page = state.realtime.presence.page(namespace, course_id, after, streams::page_limit(payload.limit) as usize);
+    let mut fields = reply(serde_json::to_value(&page).map_err(AppError::internal)?);
+    fields.insert("courseId".into(), json!(course_id));
+    Ok(fields)
 }
 
 /// A socket that joined the course was checked at `join`.
@@ -89,29 +127,32 @@ fn enter(state: &AppState, ctx: &Ctx, namespace: Namespace, course_id: Uuid) {
     if !ctx.session.join_course(course_id) {
         return;
     }
-    let room = rooms::course(course_id);
-    ctx.socket.join(room.clone());
-    let user = ctx.session.user.id;
-    if state.realtime.connections.enter_course(namespace, course_id, user) {
-        presence(&ctx.socket, &room, course_id, user, "online");
-    }
+    ctx.socket.join(rooms::course(course_id));
+    state.realtime.presence.enter(namespace, course_id, ctx.session.user.id);
 }
 
-/// Records that one socket left a course room; the user's last socket announces them offline.
-pub fn announce_departure(state: &AppState, socket: &SocketRef, namespace: Namespace, course_id: Uuid, user: Uuid) {
-    if state.realtime.connections.leave_course(namespace, course_id, user) {
-        presence(socket, &rooms::course(course_id), course_id, user, "offline");
-    }
-}
-
-fn presence(socket: &SocketRef, room: &str, course_id: Uuid, user: Uuid, status: &str) {
-    let event = json!({"courseId": course_id, "userId": user, "status": status});
-    let socket = socket.clone();
-    let room = room.to_owned();
-    // Broadcasts are async; presence is best-effort and must not hold up the handler.
-    tokio::spawn(async move {
-        if let Err(err) = socket.to(room).emit("presence", &event).await {
-            tracing::debug!(error = %err, "presence not delivered to every socket");
+/// Relays an ephemeral event to the room, except the sender, if the throttles allow
+/// it; `relayed` in the ack says whether it went out. Sockets behind on their buffer
+/// are skipped (`rooms::ephemeral_except`): these events are the first to go.
+pub async fn relay(
+    state: &AppState,
+    ctx: &Ctx,
+    namespace: Namespace,
+    course_id: Uuid,
+    kind: Ephemeral,
+    event: Value,
+) -> Result<Reply, AppError> {
+    require_joined(ctx, course_id)?;
+    let relayed = state.realtime.presence.may_relay(namespace, course_id, ctx.session.user.id, kind);
+    if relayed {
+        let name = match kind {
+            Ephemeral::Typing => "typing",
+            Ephemeral::Cursor => "cursor",
+        };
+        let room = ctx.socket.to(rooms::course(course_id)).except(rooms::ephemeral_except());
+        if let Err(err) = room.emit(name, &event).await {
+            tracing::debug!(error = %err, event = name, "ephemeral event not delivered to every socket");
         }
-    });
+    }
+    Ok(reply(json!({"relayed": relayed})))
 }

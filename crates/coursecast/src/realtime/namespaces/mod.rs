@@ -107,7 +107,7 @@ async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, sta
 
 /// Registers the socket's event handlers and its disconnect clean-up.
 fn equip(namespace: Namespace, socket: &SocketRef, session: Arc<Session>, state: &AppState) {
-    dispatch::on_unknown(socket);
+    dispatch::on_unknown(socket, &session);
     route!(socket, &session, state, "reauth" => reauth);
     match namespace {
         Namespace::Chat => chat::register(socket, &session, state),
@@ -121,7 +121,7 @@ fn equip(namespace: Namespace, socket: &SocketRef, session: Arc<Session>, state:
         let user = session.user.id;
         state.realtime.expiries.forget(&session);
         for course in session.take_courses() {
-            course_rooms::announce_departure(&state, &socket, namespace, course, user);
+            state.realtime.presence.leave(namespace, course, user);
         }
         session.count_out(|| state.realtime.connections.release(namespace, session.client, user));
         metrics::socket_disconnected(namespace.path(), reason_label(reason));

@@ -1,0 +1,341 @@
+//! Who is online in each course room (per namespace, on this node), and what the room
+//! hears about it: coalesced `presence` diffs, pages of online users, and the
+//! throttles of the ephemeral events (`typing`, `cursor`). PROTOCOL.md section 3.
+//!
+//! Every operation costs O(1) in the room's size (a page is a bounded range of an
+//! ordered map), so filling a course of N costs N times a course of one. Joins and
+//! leaves only mark a room's pending diff; one timer task per active room sends it
+//! once per window (`PRESENCE_WINDOW`), so a burst of joins becomes one broadcast.
+//!
+//! One `std::sync::Mutex` guards the map: each call is a few map updates and the lock
+//! is never held across an `.await`.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    ops::Bound,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use socketioxide::SocketIo;
+use uuid::Uuid;
+
+use super::{Namespace, rooms};
+use crate::{config::Settings, locks::lock, telemetry::metrics};
+
+/// The bounds of presence, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceLimits {
+    pub window: Duration,
+    /// Rooms larger than this get counts, not lists, in their diffs.
+    pub list_max: usize,
+    pub typing_every: Duration,
+    pub cursor_every: Duration,
+    /// Ephemeral relays per room per second, all users together.
+    pub room_relays_per_sec: u32,
+}
+
+impl PresenceLimits {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            window: settings.presence_window(),
+            list_max: settings.presence_list_max,
+            typing_every: Duration::from_millis(settings.typing_interval_ms),
+            cursor_every: Duration::from_millis(settings.cursor_interval_ms),
+            room_relays_per_sec: settings.ephemeral_room_per_sec,
+        }
+    }
+}
+
+/// The ephemeral events a room relays without storing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ephemeral {
+    Typing,
+    Cursor,
+}
+
+/// One page of a room's online users, ordered by user id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OnlinePage {
+    pub count: usize,
+    pub online: Vec<Uuid>,
+    pub has_more: bool,
+}
+
+/// The `presence` event: the net change of one window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceDiff {
+    pub course_id: Uuid,
+    /// Absent when the room is above `PRESENCE_LIST_MAX` (count only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<Vec<Uuid>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<Vec<Uuid>>,
+    pub count: usize,
+}
+
+type RoomKey = (Namespace, Uuid);
+
+pub struct Presence {
+    limits: PresenceLimits,
+    io: SocketIo,
+    rooms: Mutex<HashMap<RoomKey, Room>>,
+}
+
+#[derive(Default)]
+struct Room {
+    /// Present users, ordered so that a page is a range.
+    users: BTreeMap<Uuid, Member>,
+    /// Net changes since the last diff: a user who came and went is in neither.
+    came: HashSet<Uuid>,
+    went: HashSet<Uuid>,
+    /// The count the last diff announced (a window with no net change sends nothing).
+    announced: usize,
+    /// A diff is due: its timer task is running (one per room at most).
+    flush_due: bool,
+    /// Ephemeral relays in the current one-second window, and when it started.
+    relays: u32,
+    relays_since: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Member {
+    /// This user's sockets in the room; the user is online while it is above zero.
+    sockets: u32,
+    last_typing: Option<Instant>,
+    last_cursor: Option<Instant>,
+}
+
+impl Presence {
+    pub fn new(io: SocketIo, limits: PresenceLimits) -> Self {
+        Self { limits, io, rooms: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<RoomKey, Room>> {
+        lock(&self.rooms)
+    }
+
+    /// One more socket of `user` in the room; their first makes them online.
+    pub fn enter(self: &Arc<Self>, namespace: Namespace, course: Uuid, user: Uuid) {
+        let mut rooms = self.lock();
+        let room = rooms.entry((namespace, course)).or_default();
+        let member = room.users.entry(user).or_default();
+        member.sockets += 1;
+        if member.sockets == 1 {
+            if !room.went.remove(&user) {
+                room.came.insert(user);
+            }
+            self.schedule(room, (namespace, course));
+        }
+    }
+
+    /// One socket fewer; the user's last makes them offline. Leaving twice is harmless.
+    pub fn leave(self: &Arc<Self>, namespace: Namespace, course: Uuid, user: Uuid) {
+        let mut rooms = self.lock();
+        let key = (namespace, course);
+        let Some(room) = rooms.get_mut(&key) else { return };
+        let Some(member) = room.users.get_mut(&user) else { return };
+        member.sockets -= 1;
+        if member.sockets > 0 {
+            return;
+        }
+        room.users.remove(&user);
+        if !room.came.remove(&user) {
+            room.went.insert(user);
+        }
+        self.schedule(room, key);
+    }
+
+    /// Starts the room's timer unless one is already running.
+    fn schedule(self: &Arc<Self>, room: &mut Room, key: RoomKey) {
+        if room.flush_due {
+            return;
+        }
+        room.flush_due = true;
+        let (this, window) = (self.clone(), self.limits.window);
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            if let Some(diff) = this.take_diff(key) {
+                this.announce(key.0, diff).await;
+            }
+        });
+    }
+
+    /// Takes the room's pending diff (`None` if nothing changed on balance) and drops
+    /// the room once it is empty and has nothing left to say.
+    fn take_diff(&self, key: RoomKey) -> Option<PresenceDiff> {
+        let mut rooms = self.lock();
+        let room = rooms.get_mut(&key)?;
+        room.flush_due = false;
+        let came = std::mem::take(&mut room.came);
+        let went = std::mem::take(&mut room.went);
+        let count = room.users.len();
+        let changed = !came.is_empty() || !went.is_empty() || count != room.announced;
+        room.announced = count;
+        if room.users.is_empty() {
+            rooms.remove(&key);
+        }
+        if !changed {
+            return None;
+        }
+        let listed = count <= self.limits.list_max && came.len() + went.len() <= self.limits.list_max;
+        let sorted = |set: HashSet<Uuid>| {
+            let mut ids: Vec<Uuid> = set.into_iter().collect();
+            ids.sort_unstable();
+            ids
+        };
+        Some(PresenceDiff {
+            course_id: key.1,
+            online: listed.then(|| sorted(came)),
+            offline: listed.then(|| sorted(went)),
+            count,
+        })
+    }
+
+    /// One broadcast per window. Presence is refreshed by the next diff or a page, so
+    /// sockets behind on their buffer are skipped first (`rooms::ephemeral_except`).
+    async fn announce(&self, namespace: Namespace, diff: PresenceDiff) {
+        let Some(operators) = self.io.of(namespace.path()) else { return };
+        let room = rooms::course(diff.course_id);
+        if let Err(err) = operators.to(room).except(rooms::ephemeral_except()).emit("presence", &diff).await {
+            tracing::debug!(error = %err, "presence diff not delivered to every socket");
+        }
+        metrics::event_emitted(namespace.path(), "presence");
+    }
+
+    /// Online users after `after` (from the start without it), at most `limit`.
+    pub fn page(&self, namespace: Namespace, course: Uuid, after: Option<Uuid>, limit: usize) -> OnlinePage {
+        let rooms = self.lock();
+        let Some(room) = rooms.get(&(namespace, course)) else {
+            return OnlinePage { count: 0, online: Vec::new(), has_more: false };
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = room.users.range((start, Bound::Unbounded)).map(|(id, _)| *id);
+        let online: Vec<Uuid> = range.by_ref().take(limit).collect();
+        OnlinePage { count: room.users.len(), online, has_more: range.next().is_some() }
+    }
+
+    /// Whether `user`'s ephemeral event may be relayed now: at most one per user per
+    /// interval, and at most `EPHEMERAL_ROOM_PER_SECOND` per room, so a big room
+    /// cannot be flooded. A refused event is simply not relayed.
+    pub fn may_relay(&self, namespace: Namespace, course: Uuid, user: Uuid, kind: Ephemeral) -> bool {
+        let now = Instant::now();
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&(namespace, course)) else { return false };
+        let (every, room_budget) = match kind {
+            Ephemeral::Typing => (self.limits.typing_every, self.limits.room_relays_per_sec),
+            Ephemeral::Cursor => (self.limits.cursor_every, self.limits.room_relays_per_sec),
+        };
+        let Some(member) = room.users.get_mut(&user) else { return false };
+        let last = match kind {
+            Ephemeral::Typing => &mut member.last_typing,
+            Ephemeral::Cursor => &mut member.last_cursor,
+        };
+        if last.is_some_and(|at| now.duration_since(at) < every) {
+            return false;
+        }
+        if room.relays_since.is_none_or(|since| now.duration_since(since) >= Duration::from_secs(1)) {
+            room.relays_since = Some(now);
+            room.relays = 0;
+        }
+        if room.relays >= room_budget {
+            return false;
+        }
+        room.relays += 1;
+        *last = Some(now);
+        true
+    }
+
+    /// Rooms with a present user or a diff still to send (the drain test).
+    pub fn rooms(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presence(list_max: usize) -> Arc<Presence> {
+        let (_, io) = SocketIo::new_svc();
+        Arc::new(Presence::new(
+            io,
+            PresenceLimits {
+                window: Duration::from_secs(3600),
+                list_max,
+                typing_every: Duration::from_secs(3600),
+                cursor_every: Duration::ZERO,
+                room_relays_per_sec: 3,
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_user_with_several_sockets_is_online_once() {
+        let p = presence(10);
+        let (course, alice) = (Uuid::new_v4(), Uuid::new_v4());
+        p.enter(Namespace::Chat, course, alice);
+        p.enter(Namespace::Chat, course, alice);
+        assert_eq!(p.page(Namespace::Chat, course, None, 10).online, vec![alice]);
+        p.leave(Namespace::Chat, course, alice);
+        assert_eq!(p.page(Namespace::Chat, course, None, 10).count, 1);
+        p.leave(Namespace::Chat, course, alice);
+        p.leave(Namespace::Chat, course, alice);
+        assert_eq!(p.page(Namespace::Chat, course, None, 10).count, 0);
+        assert_eq!(p.take_diff((Namespace::Chat, course)), None, "came and went within one window");
+        assert_eq!(p.rooms(), 0, "an empty room is dropped once its diff is taken");
+    }
+
+    #[tokio::test]
+    async fn diffs_are_net_changes_and_counts_only_above_the_threshold() {
+        let p = presence(2);
+        let course = Uuid::new_v4();
+        let mut users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        users.sort_unstable();
+        p.enter(Namespace::Chat, course, users[0]);
+        p.enter(Namespace::Chat, course, users[1]);
+        let diff = p.take_diff((Namespace::Chat, course)).unwrap();
+        assert_eq!((diff.online, diff.offline, diff.count), (Some(users[..2].to_vec()), Some(vec![]), 2));
+        p.leave(Namespace::Chat, course, users[0]);
+        p.enter(Namespace::Chat, course, users[0]);
+        assert_eq!(p.take_diff((Namespace::Chat, course)), None, "left and came back: no change");
+        p.enter(Namespace::Chat, course, users[2]);
+        let diff = p.take_diff((Namespace::Chat, course)).unwrap();
+        assert_eq!((diff.online, diff.offline, diff.count), (None, None, 3), "above the threshold: the count");
+    }
+
+    #[tokio::test]
+    async fn pages_are_ordered_ranges() {
+        let p = presence(10);
+        let course = Uuid::new_v4();
+        let mut users: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        users.sort_unstable();
+        for user in &users {
+            p.enter(Namespace::Collaboration, course, *user);
+        }
+        let first = p.page(Namespace::Collaboration, course, None, 2);
+        assert_eq!((first.count, first.online.clone(), first.has_more), (5, users[..2].to_vec(), true));
+        let last = p.page(Namespace::Collaboration, course, Some(users[3]), 2);
+        assert_eq!((last.online, last.has_more), (vec![users[4]], false));
+        assert_eq!(p.page(Namespace::Chat, course, None, 2).count, 0, "namespaces are separate");
+    }
+
+    #[tokio::test]
+    async fn ephemeral_events_are_throttled_per_user_and_per_room() {
+        let p = presence(10);
+        let course = Uuid::new_v4();
+        let users: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        for user in &users {
+            p.enter(Namespace::Chat, course, *user);
+        }
+        assert!(p.may_relay(Namespace::Chat, course, users[0], Ephemeral::Typing));
+        assert!(!p.may_relay(Namespace::Chat, course, users[0], Ephemeral::Typing), "once per interval");
+        assert!(p.may_relay(Namespace::Chat, course, users[1], Ephemeral::Typing));
+        assert!(p.may_relay(Namespace::Chat, course, users[2], Ephemeral::Cursor));
+        assert!(!p.may_relay(Namespace::Chat, course, users[3], Ephemeral::Typing), "the room's budget is spent");
+        assert!(!p.may_relay(Namespace::Chat, Uuid::new_v4(), users[0], Ephemeral::Typing), "not in the room");
+    }
+}
