@@ -111,8 +111,9 @@ async function start(user: User): Promise<void> {
   });
   client.chat.on("presence", (p) => {
     if (p.courseId !== courseId) return;
-    if (p.status === "online") online.add(p.userId);
-    else online.delete(p.userId);
+    // Big rooms send counts only; the list then stays the join's first page.
+    for (const id of p.online ?? []) online.add(id);
+    for (const id of p.offline ?? []) online.delete(id);
     renderPresence();
   });
   client.chat.on("typing", (t) => t.courseId === courseId && showTyping(t.userId));

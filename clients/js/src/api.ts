@@ -9,6 +9,7 @@ import type {
   JoinResult,
   MessageEvent,
   NotificationEvent,
+  OnlinePage,
   PresenceEvent,
   ProgressEvent,
   RosterEvent,
@@ -48,6 +49,11 @@ class CourseRoomApi<E extends EventMap> extends NamespaceApi<E> {
 
   leave(courseId: string): Promise<{ ok: true }> {
     return this.client._leave(this.#ns, courseId);
+  }
+
+  /** A page of the room's online users after user id `after`, over sockets or HTTP. */
+  presence(courseId: string, options: { after?: string; limit?: number } = {}): Promise<OnlinePage> {
+    return this.client._presence(this.#ns, courseId, options);
   }
 }
 
@@ -96,7 +102,10 @@ export class ChatApi extends CourseRoomApi<{
     });
   }
 
-  /** Tells the room you are typing (sockets only: resolves false when not sent). */
+  /**
+   * Tells the room you are typing. Resolves false when it was not relayed: not on
+   * sockets, or throttled by the server (one per user per course every few seconds).
+   */
   typing(courseId: string): Promise<boolean> {
     return this.client._ephemeral("chat", "typing", { courseId });
   }

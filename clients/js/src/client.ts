@@ -13,6 +13,7 @@ import type {
   JoinResult,
   MessageEvent,
   NotificationEvent,
+  OnlinePage,
   Page,
   PresenceEvent,
   ProgressEvent,
@@ -384,7 +385,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
 
   #pollCourse(ns: CourseNs, courseId: string): void {
     this.#pollStream(courseKey(ns, courseId))?.then(
-      (cursor) => this.#settle(ns, courseId, { ok: true, courseId, cursor, online: [] }),
+      (cursor) => this.#settle(ns, courseId, { ok: true, courseId, cursor, online: [], onlineCount: 0 }),
       () => {}, // reported through the transport's "refused"
     );
   }
@@ -489,7 +490,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     this.#syncing.add(key);
     this.#streams.beginSync(key);
     try {
-      let ack: { cursor: number; missed: Sequenced[]; hasMore: boolean; online: string[] };
+      let ack: { cursor: number; missed: Sequenced[]; hasMore: boolean; online: string[]; onlineCount: number };
       do {
         const since = this.#streams.cursor(key);
         ack = await t.request(ns, "join", since === undefined ? { courseId } : { courseId, since }, this.#opts.ackTimeoutMs);
@@ -498,9 +499,11 @@ export class CoursecastClient extends Emitter<ClientEvents> {
       } while (ack.hasMore);
       this.#syncing.delete(key);
       const online = ack.online ?? [];
-      if (ns === "chat") this.chat.emit("roster", { courseId, online });
-      else this.collaboration.emit("roster", { courseId, online });
-      this.#settle(ns, courseId, { ok: true, courseId, cursor: this.#streams.cursor(key) ?? ack.cursor, online });
+      const count = ack.onlineCount ?? online.length;
+      if (ns === "chat") this.chat.emit("roster", { courseId, online, count });
+      else this.collaboration.emit("roster", { courseId, online, count });
+      const cursor = this.#streams.cursor(key) ?? ack.cursor;
+      this.#settle(ns, courseId, { ok: true, courseId, cursor, online, onlineCount: count });
     } catch (e) {
       this.#syncing.delete(key);
       this.#streams.syncFailed(key);
@@ -673,11 +676,31 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     return { ok: true };
   }
 
-  /** @internal Ephemeral events (typing, cursor): sockets only; false when not sent. */
+  /** @internal Ephemeral events (typing, cursor): sockets only; false when not relayed. */
   async _ephemeral(ns: Namespace, event: string, payload: Record<string, unknown>): Promise<boolean> {
     if (this.#mode !== "socket" || !this.#socket?.isConnected(ns)) return false;
-    await this.#socket.request(ns, event, payload, this.#opts.ackTimeoutMs);
-    return true;
+    const ack = await this.#socket.request<{ relayed?: boolean }>(ns, event, payload, this.#opts.ackTimeoutMs);
+    return ack.relayed !== false;
+  }
+
+  /** @internal A page of a room's online users: the socket request, or its HTTP twin while polling. */
+  async _presence(ns: CourseNs, courseId: string, options: { after?: string; limit?: number }): Promise<OnlinePage> {
+    const payload: Record<string, unknown> = { courseId };
+    if (options.after !== undefined) payload.after = options.after;
+    if (options.limit !== undefined) payload.limit = options.limit;
+    if (this.#mode === "socket" && this.#socket?.isConnected(ns)) {
+      const { ok: _ok, ...page } = await this.#socket.request<OnlinePage & { ok: true }>(
+        ns,
+        "presence",
+        payload,
+        this.#opts.ackTimeoutMs,
+      );
+      return page;
+    }
+    const query = new URLSearchParams({ namespace: ns });
+    if (options.after !== undefined) query.set("after", options.after);
+    if (options.limit !== undefined) query.set("limit", String(options.limit));
+    return this.#http.request<OnlinePage>("GET", `/api/realtime/presence/${encodeURIComponent(courseId)}?${query}`);
   }
 
   /** @internal */

@@ -43,10 +43,24 @@ export interface AnnotationEvent {
   timestamp: string;
 }
 
+/**
+ * The net change of a room's online users over one window. `online` and `offline`
+ * are absent in rooms too big to list (then only `count` changed): page the names
+ * with `presence()` if needed.
+ */
 export interface PresenceEvent {
   courseId: string;
-  userId: string;
-  status: "online" | "offline";
+  online?: string[];
+  offline?: string[];
+  count: number;
+}
+
+/** A page of a room's online users, ordered by id (`presence()`). */
+export interface OnlinePage {
+  courseId: string;
+  count: number;
+  online: string[];
+  hasMore: boolean;
 }
 
 export interface TypingEvent {
@@ -61,10 +75,14 @@ export interface CursorEvent {
   position: unknown;
 }
 
-/** Who is in a course room, from a `join` ack (sockets only; empty while polling). */
+/**
+ * Who is in a course room, from a `join` ack: the first page of online users (at most
+ * 100) and how many there are (sockets only; empty while polling).
+ */
 export interface RosterEvent {
   courseId: string;
   online: string[];
+  count: number;
 }
 
 export interface EventAck<E> {
@@ -77,8 +95,10 @@ export interface JoinResult {
   courseId: string;
   /** The stream's cursor after the replay. */
   cursor: number;
-  /** Users online in the room (sockets only; empty while polling). */
+  /** The first page (at most 100) of users online in the room (sockets only; empty while polling). */
   online: string[];
+  /** How many users are online in the room (0 while polling). */
+  onlineCount: number;
 }
 
 /** `connecting`: socket not up yet; `online`: sockets; `polling`: HTTP fallback; `offline`: nothing works. */

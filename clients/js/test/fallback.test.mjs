@@ -126,7 +126,9 @@ test("a client that starts while sockets are refused polls from the start", asyn
   const joined = await carol.chat.join(courseId);
   assert.equal(joined.ok, true);
   assert.equal(carol.status, "polling");
-  assert.deepEqual(joined.online, [], "no presence over polling");
+  assert.deepEqual([joined.online, joined.onlineCount], [[], 0], "no presence of its own over polling");
+  const page = await carol.chat.presence(courseId);
+  assert.deepEqual([page.courseId, typeof page.count, page.hasMore], [courseId, "number", false], "pages over HTTP");
   const ack = await carol.chat.send(courseId, "from carol, polling only");
   await waitFor(() => lc.messages.some((m) => m.messageId === ack.event.messageId), "carol's message polled back");
   assert.equal(lc.messages.length, 1, "joined without since: no history");

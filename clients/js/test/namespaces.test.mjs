@@ -31,10 +31,16 @@ test("chat: send, edit, delete, presence, typing, and refusals carry the contrac
   alice.chat.on("roster", (r) => rosters.push(r));
   bob.chat.on("typing", (e) => typing.push(e));
   const joined = await alice.chat.join(courseId);
-  assert.deepEqual(joined.online, [a.id]);
-  assert.equal(rosters.length, 1);
+  assert.deepEqual([joined.online, joined.onlineCount], [[a.id], 1]);
+  assert.deepEqual(rosters, [{ courseId, online: [a.id], count: 1 }]);
   await bob.chat.join(courseId);
-  await waitFor(() => presence.some((p) => p.userId === b.id && p.status === "online"), "bob's presence");
+  await waitFor(() => presence.some((p) => p.online?.includes(b.id)), "bob's presence");
+  assert.equal(presence.at(-1).count, 2);
+  const page = await alice.chat.presence(courseId, { limit: 1 });
+  assert.deepEqual([page.courseId, page.count, page.online.length, page.hasMore], [courseId, 2, 1, true]);
+  const rest = await alice.chat.presence(courseId, { after: page.online[0] });
+  assert.deepEqual([...page.online, ...rest.online].sort(), [a.id, b.id].sort());
+  assert.equal(rest.hasMore, false);
 
   const sent = await alice.chat.send(courseId, "first draft", { channelId: "general" });
   assert.equal(sent.event.type, "message_sent");
@@ -53,9 +59,10 @@ test("chat: send, edit, delete, presence, typing, and refusals carry the contrac
 
   assert.equal(await alice.chat.typing(courseId), true);
   await waitFor(() => typing.some((e) => e.userId === a.id), "bob sees alice typing");
+  assert.equal(await alice.chat.typing(courseId), false, "throttled: one per user per course per interval");
 
   await bob.chat.leave(courseId);
-  await waitFor(() => presence.some((p) => p.userId === b.id && p.status === "offline"), "bob offline");
+  await waitFor(() => presence.some((p) => p.offline?.includes(b.id)), "bob offline");
   await assert.rejects(alice.chat.join("00000000-0000-4000-8000-000000000000"), { code: "NOT_FOUND" });
 });
 
