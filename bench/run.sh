@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The benchmark of BENCHMARKS.md: builds release binaries, seeds, and runs every
-# scenario of coursecast-bench against three servers in turn, each on its own port
-# with its own data: the Node baseline (bench/baseline-node), coursecast on SQLite,
-# coursecast on PostgreSQL (a fresh database per round). Servers are interleaved
+# scenario of coursecast-bench against four servers in turn, each on its own port
+# with its own data: the Node baseline (bench/baseline-node), bare socketioxide
+# (bench/bare-socketioxide: the floor of any socketioxide server, no storage),
+# coursecast on SQLite, coursecast on PostgreSQL (a fresh database per round). Servers are interleaved
 # within a round, ROUNDS rounds; every scenario gets a freshly started server process.
 # bench/summarize.py turns the results into the tables of BENCHMARKS.md (medians).
 #
 #   bench/run.sh                   # full run, 2 rounds (about 35 minutes)
 #   ROUNDS=3 bench/run.sh
 #   QUICK=1 ROUNDS=1 bench/run.sh  # small sizes, a couple of minutes: checks the set-up
-#   SERVERS="sqlite" bench/run.sh  # a subset (baseline sqlite postgres)
+#   SERVERS="sqlite" bench/run.sh  # a subset (baseline bare sqlite postgres)
 #   SCENARIOS="connect connect-one-course" bench/run.sh  # a subset of the runs
+#   SCENARIOS="big-course fanout-big fanout-big-churn" bench/run.sh  # one course of 10,000
 #
 # Before measuring it waits (up to WAIT_IDLE_SECS, default 600) for a 1-minute load
 # below MAX_LOAD (0.7) and records the load it started with.
@@ -28,8 +30,8 @@ root=$(pwd)
 
 ROUNDS=${ROUNDS:-2}
 QUICK=${QUICK:-0}
-SERVERS=${SERVERS:-"baseline sqlite postgres"}
-SCENARIOS=${SCENARIOS:-"idle connect connect-one-course fanout rooms polling"}
+SERVERS=${SERVERS:-"baseline bare sqlite postgres"}
+SCENARIOS=${SCENARIOS:-"idle connect connect-one-course big-course fanout fanout-big fanout-big-churn rooms polling"}
 MAX_LOAD=${MAX_LOAD:-0.7}
 STEAL_MAX=${STEAL_MAX:-10}
 STEAL_RETRIES=${STEAL_RETRIES:-2}
@@ -43,15 +45,20 @@ mkdir -p "$OUT"
 if [ "$QUICK" = 1 ]; then
   STUDENTS=2000 IDLE_N=1000 CONNECT_N=2000 ONE_COURSE_N=300 FAN_SUBS=200
   FAN_RATES=50,200 FAN_SECS=4 ROOMS_COURSES=40 ROOMS_RATE=2000 ROOMS_SECS=4 POLL_N=300 POLL_SECS=6
+  BIG_N=1000 BIG_CHURN=300 BIG_SECS=5
 else
   STUDENTS=18000 IDLE_N=10000 CONNECT_N=18000 ONE_COURSE_N=2000 FAN_SUBS=1000
   FAN_RATES=10,20,50,100,200,500,1000,2000,5000 FAN_SECS=10 ROOMS_COURSES=400 ROOMS_RATE=25000 ROOMS_SECS=15
   POLL_N=5000 POLL_SECS=20
+  # One course of 10,000: joining it, fan-out to all at 10 msg/s, and the same with
+  # 30 % of the room (further members) leaving and joining again all the time.
+  BIG_N=10000 BIG_CHURN=3000 BIG_SECS=15
 fi
 COURSE_SIZE=${COURSE_SIZE:-50}
 
 BENCH="$root/target/release/coursecast-bench"
 SERVER="$root/target/release/coursecast"
+BARE="$root/target/release/bare-socketioxide"
 export JWT_SECRET=${JWT_SECRET:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
 
 # coursecast's limits, raised for a load test (everything else at its default).
@@ -65,12 +72,12 @@ export SOCKET_EVENTS_PER_SECOND=100000
 export SOCKET_EVENTS_BURST=100000
 export LONG_POLL_MAX_WAITERS=20000
 
-declare -A PORT=([baseline]=4100 [sqlite]=3100 [postgres]=3200)
+declare -A PORT=([baseline]=4100 [bare]=4200 [sqlite]=3100 [postgres]=3200)
 
 log() { printf '\n[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 log "building release binaries"
-cargo build --release -p coursecast -p coursecast-bench
+cargo build --release -p coursecast -p coursecast-bench -p bare-socketioxide
 log "installing the baseline's packages"
 (cd bench/baseline-node && npm ci --no-audit --no-fund --loglevel=error)
 
@@ -101,6 +108,7 @@ start_server() { # kind round
   mkdir -p "$OUT/logs"
   case $kind in
     baseline) env PORT="$port" node "$root/bench/baseline-node/server.mjs" >>"$logf" 2>&1 & ;;
+    bare) env PORT="$port" "$BARE" >>"$logf" 2>&1 & ;;
     sqlite) env PORT="$port" DATA_DIR="$WORK/sqlite-r$round" "$SERVER" >>"$logf" 2>&1 & ;;
     postgres) env PORT="$port" DATA_DIR="$WORK/postgres-r$round" DATABASE_URL="${PG_ADMIN%/*}/bench_r${round}_$$" \
       "$SERVER" >>"$logf" 2>&1 & ;;
@@ -129,7 +137,7 @@ trap 'stop_server' EXIT
 seed() { # kind round -> seed file path
   local kind=$1 round=$2 file="$WORK/seed-$1-r$2.json"
   case $kind in
-    baseline) DATA_DIR="$WORK/baseline-seed" "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null ;;
+    baseline | bare) DATA_DIR="$WORK/$kind-seed" "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null ;;
     sqlite) DATA_DIR="$WORK/sqlite-r$round" "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null ;;
     postgres)
       psql "$PG_ADMIN" -qc "CREATE DATABASE bench_r${round}_$$" >/dev/null
@@ -192,8 +200,13 @@ for round in $(seq 1 "$ROUNDS"); do
     scenario "$kind" "$round" idle idle --connections "$IDLE_N" --course-size "$COURSE_SIZE" --settle-secs 10
     scenario "$kind" "$round" connect connect --connections "$CONNECT_N" --course-size "$COURSE_SIZE" --concurrency 256 --hold-secs 5
     scenario "$kind" "$round" connect-one-course connect --connections "$ONE_COURSE_N" --hold-secs 2
+    scenario "$kind" "$round" big-course connect --connections "$BIG_N" --hold-secs 5
     scenario "$kind" "$round" fanout fanout --subscribers "$FAN_SUBS" --senders 10 --rate "$FAN_RATES" \
       --duration "$FAN_SECS" --warmup 2 --drain 10 --stop-after-miss
+    scenario "$kind" "$round" fanout-big fanout --subscribers "$BIG_N" --senders 10 --rate 10 \
+      --duration "$BIG_SECS" --warmup 3 --drain 20
+    scenario "$kind" "$round" fanout-big-churn fanout --subscribers "$BIG_N" --senders 10 --rate 10 \
+      --duration "$BIG_SECS" --warmup 3 --drain 20 --churn "$BIG_CHURN" --churn-period-ms 2000
     scenario "$kind" "$round" rooms rooms --courses "$ROOMS_COURSES" --members 5 --rate "$ROOMS_RATE" --duration "$ROOMS_SECS"
     scenario "$kind" "$round" polling polling --clients "$POLL_N" --rate 2 --duration "$POLL_SECS" --wait 25
     if [ "$kind" = postgres ]; then

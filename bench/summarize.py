@@ -16,7 +16,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-SERVERS = ["baseline", "sqlite", "postgres"]
+SERVERS = ["baseline", "bare", "sqlite", "postgres"]
+# The floor the big-course targets are judged against (bench/bare-socketioxide).
+FLOOR = "bare"
+COURSECAST = ["sqlite", "postgres"]
 
 
 def load(directory):
@@ -174,6 +177,31 @@ def main(directory):
     ]
     simple("connect", "Handshakes: authenticated connect + join (courses of 50)", connect_cols)
     simple("connect-one-course", "Handshakes into one course (every join announces presence to the room)", connect_cols)
+    simple("big-course", "One big course: every connection joins the same course", connect_cols + [
+        ("server KiB / connection", lambda x: x.get("serverKiBPerConnection"), 2),
+    ])
+    big_course_targets(rows, servers, out)
+    big_fanout_cols = [
+        ("subscribers", lambda x: x["subscribers"], 0),
+        ("msg/s", lambda x: x["sendRate"], 1),
+        ("delivered/s", lambda x: x["deliveredPerSec"], 0),
+        ("p50 ms", lambda x: x["latency"]["p50Ms"], 1),
+        ("p99 ms", lambda x: x["latency"]["p99Ms"], 1),
+        ("max ms", lambda x: x["latency"]["maxMs"], 1),
+        ("ack p99 ms", lambda x: x["ackLatency"]["p99Ms"], 1),
+        ("missed live", lambda x: x["missedLive"], 0),
+        ("lost after repair", lambda x: x["lostAfterRepair"], 0),
+        ("unanswered sends", lambda x: x["unanswered"], 0),
+        ("server CPU %", lambda x: x["cpu"]["serverPct"], 0),
+        ("held", lambda x: x["held"], 0),
+    ]
+    simple("fanout-big", "Fan-out to one course of 10,000 at 10 msg/s (100,000 deliveries/s)", big_fanout_cols)
+    simple("fanout-big-churn", "The same, with 30 % of the room leaving and joining again all the time",
+           big_fanout_cols + [
+               ("churn joins", lambda x: x.get("churn", {}).get("joins"), 0),
+               ("churn leaves", lambda x: x.get("churn", {}).get("leaves"), 0),
+               ("churn refused", lambda x: x.get("churn", {}).get("refused"), 0),
+           ])
     simple("rooms", "Rooms: many courses of 5 members, one sender each", [
         ("sent/s", lambda x: x["sendRate"], 0),
         ("stored (acked) events/s", lambda x: x["storedPerSec"], 0),
@@ -195,6 +223,39 @@ def main(directory):
         ("server CPU %", lambda x: x["cpu"]["serverPct"], 0),
     ])
     print("\n".join(out))
+
+
+def big_course_targets(rows, servers, out):
+    """The one-course targets, judged against the bare socketioxide server of the same
+    run: connect+join rate at least 0.8x, p99 under 250 ms, nothing failed or hung,
+    server memory per connection within 2 KiB."""
+    data = by(rows, "big-course")
+    floor = [r["results"] for r in data.get(FLOOR, [])]
+    if not floor:
+        return
+    floor_rate = med([x["connectsPerSec"] for x in floor])
+    floor_kib = med([x.get("serverKiBPerConnection") for x in floor])
+    lines = []
+    for s in servers:
+        if s not in COURSECAST:
+            continue
+        res = [r["results"] for r in data.get(s, [])]
+        if not res:
+            continue
+        rate = med([x["connectsPerSec"] for x in res])
+        p99 = med([x["connectJoin"]["p99Ms"] for x in res])
+        kib = med([x.get("serverKiBPerConnection") for x in res])
+        bad = sum(x["failed"] + x["hung"] for x in res)
+        ratio = rate / floor_rate if rate is not None and floor_rate else None
+        extra = kib - floor_kib if kib is not None and floor_kib is not None else None
+        met = (ratio is not None and ratio >= 0.8 and p99 is not None and p99 < 250 and bad == 0
+               and extra is not None and extra <= 2.0)
+        lines.append([s, fmt(ratio, 2), fmt(p99), fmt(extra, 2), bad, fmt(met)])
+    if lines:
+        out.append("Targets against bare socketioxide in the same run (rate >= 0.8x, p99 < 250 ms, "
+                   "none failed or hung, memory within 2 KiB per connection):\n")
+        out.append(table(["server", "rate / bare", "p99 ms", "KiB / connection over bare",
+                          "failed + hung", "met"], lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,33 @@ class KeptAttempts(unittest.TestCase):
         self.assertEqual(set_aside, [("sqlite", 1, "polling", 1, 40.0)])
 
 
+def big_course(label, rate, p99, kib, failed=0):
+    return {"round": 1, "run": "big-course", "label": label, "loadAtStart": [0.5, 0.5, 0.5],
+            "results": {"succeeded": 10000 - failed, "connectsPerSec": rate, "failed": failed, "hung": 0,
+                        "connectJoin": {"p50Ms": p99 / 3, "p99Ms": p99}, "droppedWhileHeld": 0,
+                        "serverKiBPerConnection": kib, "cpu": {"serverPct": 90.0, "stealPct": 1.0}}}
+
+
 class Summary(unittest.TestCase):
+    def summary(self, rows):
+        with tempfile.TemporaryDirectory() as directory:
+            Path(directory, "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                summarize.main(directory)
+        return out.getvalue()
+
+    def test_big_course_targets_are_judged_against_the_bare_server(self):
+        text = self.summary([big_course("bare", 4000.0, 120.0, 30.0), big_course("sqlite", 3400.0, 200.0, 31.5),
+                             big_course("postgres", 3000.0, 200.0, 31.0), big_course("baseline", 1000.0, 900.0, 15.0)])
+        self.assertIn("### One big course", text)
+        lines = {line.split(" | ")[0]: line for line in text.splitlines() if "| " in line and "/ bare" not in line}
+        self.assertIn("| 0.85 | 200.0 | 1.50 | 0 | yes |", lines["| sqlite"])
+        self.assertIn("| 0.75 |", lines["| postgres"])
+        self.assertTrue(lines["| postgres"].endswith("| no |"), "below 0.8x the bare rate")
+        targets = text[text.index("Targets against bare"):]
+        self.assertNotIn("baseline", targets, "only coursecast is judged")
+
     def test_the_tables_use_kept_attempts_and_name_those_set_aside(self):
         rows = [polling("sqlite", 45.0, 900.0, 1), polling("sqlite", 2.0, 130.0, 2),
                 polling("baseline", 3.0, 2000.0, 1)]

@@ -8,6 +8,7 @@
 //! and exactly one JSON line (starting with `{`) to stdout.
 
 pub mod chat;
+pub mod churn;
 pub mod conn;
 pub mod hold;
 pub mod http;

@@ -130,6 +130,7 @@ pub async fn open_many(
 
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let load = procfs::loadavg();
+    let rss_before = env.server_pid.and_then(|p| procfs::rss_kib(Some(p)));
     let (courses, course_of) = layout(env, args.crowd.connections, args.crowd.course_size).await?;
     let course_count = courses.len();
     let opened = open_many(env, &format!("{} connect", env.label), courses, course_of, args.crowd.concurrency).await?;
@@ -159,6 +160,11 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             "droppedWhileHeld": dropped,
             "framesReceived": frames,
             "serverRssMiB": rss_connected.map(|k| k / 1024),
+            "serverRssBeforeKiB": rss_before,
+            "serverRssAfterKiB": rss_connected,
+            // What each joined connection costs the server (KiB), all joined at once.
+            "serverKiBPerConnection": rss_before.zip(rss_connected).filter(|_| succeeded > 0)
+                .map(|(before, after)| ((after as f64 - before as f64) / succeeded as f64 * 100.0).round() / 100.0),
             "cpu": opened.cpu,
             "met": failed == 0 && dropped == 0 && rate >= 5000.0,
         }),

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::{
     Env,
     chat::{self, ChatOutcome, ChatPlan, MemberSpec, Traffic},
+    churn::Churn,
     procfs, report,
 };
 
@@ -33,6 +34,13 @@ pub struct Args {
     /// Seconds between steps (the server closes the previous step's sockets).
     #[arg(long, default_value_t = 3)]
     pub pause: u64,
+    /// Further members (the students after the subscribers) that keep leaving and
+    /// joining the course while the chat runs (presence churn); 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub churn: usize,
+    /// Each churning socket leaves and joins again once per this many milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub churn_period_ms: u64,
 }
 
 /// Whether a step held its rate: p99 under the limit, no loss, every send acked, rate reached.
@@ -50,6 +58,7 @@ pub fn held(outcome: &ChatOutcome, p99_limit_ms: f64) -> bool {
 
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let users = env.users(args.subscribers)?;
+    let churners = &env.users(args.subscribers + args.churn)?[args.subscribers..];
     for (step, &rate) in args.rate.iter().enumerate() {
         if step > 0 {
             tokio::time::sleep(Duration::from_secs(args.pause)).await;
@@ -61,16 +70,31 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             .map(|(i, u)| MemberSpec { token: u.token.clone(), course: 0, sender: i < args.senders })
             .collect();
         let plan = ChatPlan { courses: vec![env.seed.course_id.clone()], members, rate, traffic: args.traffic.clone() };
+        let churn = match args.churn {
+            0 => None,
+            _ => {
+                let period = Duration::from_millis(args.churn_period_ms);
+                Some(Churn::start(env, churners, &env.seed.course_id, period).await?)
+            }
+        };
         let outcome = chat::run(env, &format!("{} fanout {rate}/s", env.label), plan).await?;
-        let ok = held(&outcome, args.p99_limit_ms);
+        let churned = match churn {
+            Some(churn) => Some(churn.stop().await),
+            None => None,
+        };
+        let ok = held(&outcome, args.p99_limit_ms) && churned.as_ref().is_none_or(|c| c.dropped == 0 && c.refused == 0);
         env.write_svg(&format!("fanout-{rate}"), &outcome.histogram);
         let mut results = serde_json::to_value(&outcome)?;
         results["held"] = json!(ok);
+        if let Some(churned) = churned {
+            results["churn"] = serde_json::to_value(&churned)?;
+        }
         report(
             env,
             "fanout",
             args.traffic.with_params(
-                json!({"subscribers": args.subscribers, "senders": args.senders, "rate": rate, "p99LimitMs": args.p99_limit_ms}),
+                json!({"subscribers": args.subscribers, "senders": args.senders, "rate": rate, "p99LimitMs": args.p99_limit_ms,
+                       "churn": args.churn, "churnPeriodMs": args.churn_period_ms}),
             ),
             results,
             load,
