@@ -128,9 +128,17 @@ async fn send(socket: SocketRef, Data(send): Data<Send>, State(courses): State<C
     ack(answer, &json!({"ok": true, "event": event}));
 }
 
-async fn authenticate(TryData(auth): TryData<Value>) -> Result<(), &'static str> {
+/// The handshake check, which also registers the handlers: socketioxide sends CONNECT
+/// right after this middleware and runs the connect handler in a task of its own, so
+/// a `join` sent at once would find no handler yet and be dropped without an answer.
+async fn admit(socket: SocketRef, TryData(auth): TryData<Value>) -> Result<(), &'static str> {
     match auth {
-        Ok(auth) if auth["token"].as_str().is_some_and(|t| !t.is_empty()) => Ok(()),
+        Ok(auth) if auth["token"].as_str().is_some_and(|t| !t.is_empty()) => {
+            socket.on("join", join);
+            socket.on("leave", leave);
+            socket.on("send", send);
+            Ok(())
+        }
         _ => Err("TOKEN_MISSING"),
     }
 }
@@ -138,14 +146,14 @@ async fn authenticate(TryData(auth): TryData<Value>) -> Result<(), &'static str>
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let (layer, io) = SocketIo::builder().with_state(Courses::default()).build_layer();
-    let on_connect = async |socket: SocketRef| {
-        socket.on("join", join);
-        socket.on("leave", leave);
-        socket.on("send", send);
-    };
-    io.ns("/chat", on_connect.with(authenticate));
+    io.ns("/chat", (async |_: SocketRef| {}).with(admit));
     let app = Router::new().route("/healthz", get(|| async { "ok" })).layer(layer);
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(4200);
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    // coursecast's listen backlog (tokio's `bind` asks for 128), so that both servers
+    // meet a burst of handshakes with the same kernel queue.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([0, 0, 0, 0], port).into())?;
+    let listener = socket.listen(4096)?;
     axum::serve(listener, app).await
 }

@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let addr = std::net::SocketAddr::new(cli.settings.host, cli.settings.port);
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = app::listen(addr)?;
             app::serve(cli.settings, listener, app::shutdown_signal()).await
         }
         Command::Migrate => {
