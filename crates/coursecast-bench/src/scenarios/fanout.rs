@@ -83,7 +83,9 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             None => None,
         };
         let ok = held(&outcome, args.p99_limit_ms) && churned.as_ref().is_none_or(|c| c.dropped == 0 && c.refused == 0);
-        env.write_svg(&format!("fanout-{rate}"), &outcome.histogram);
+        // A churn run's plot must not overwrite the plain run's of the same rate.
+        let plot = if args.churn > 0 { format!("fanout-{rate}-churn") } else { format!("fanout-{rate}") };
+        env.write_svg(&plot, &outcome.histogram);
         let mut results = serde_json::to_value(&outcome)?;
         results["held"] = json!(ok);
         if let Some(churned) = churned {
