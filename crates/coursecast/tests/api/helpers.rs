@@ -69,6 +69,8 @@ pub async fn test_settings() -> Settings {
     settings.port = 0;
     settings.auth_rate_per_sec = 1000;
     settings.auth_rate_burst = 1000;
+    settings.login_failures_per_ip_per_minute = 100_000;
+    settings.login_failures_per_account_per_minute = 100_000;
     settings.socket_connects_per_sec_per_ip = 100_000;
     settings.socket_events_per_sec = 100_000;
     settings.socket_events_burst = 100_000;
