@@ -8,7 +8,7 @@ use coursecast::{Settings, app, seed, store::Store, telemetry};
 
 /// glibc's allocator took about a sixth of the server's CPU under load (malloc, free
 /// and consolidation in the profile); with jemalloc the rooms benchmark stores 28 %
-/// more events per second at the same idle memory per connection (BENCHMARKS.md).
+/// more events per second at the same idle memory per connection (bench/runs/README.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -95,7 +95,7 @@ impl Publisher {
     /// Each of a batch's statements is a round trip to sqlx's SQLite worker thread,
     /// and on the shared runtime the writer waited for a worker behind the socket
     /// tasks at every one of them: the SQLite thread sat idle while the queue filled.
-    /// Measured in `rooms` (BENCHMARKS.md, What changed): about 12 % more stored
+    /// Measured in `rooms` (bench/runs/README.md, What changed): about 12 % more stored
     /// events per second, for about 2 ms more p99 at light load (a thread wake per
     /// round trip). PostgreSQL's connections belong to the runtime that opened them
     /// and the pool is shared with readers, so its writer stays a task there (no
