@@ -287,4 +287,21 @@ mod tests {
         s.database_url = Some("postgres://app:pw-hunter2@db/app".into());
         assert!(!format!("{s:?}").contains("hunter2"));
     }
+
+    /// `.env.example` is where operators look for settings: every variable the
+    /// server reads is there, set or commented out.
+    #[test]
+    fn every_setting_is_listed_in_env_example() {
+        let example = include_str!("../../../.env.example");
+        let listed =
+            |name: &str| example.lines().any(|line| line.trim_start_matches("# ").starts_with(&format!("{name}=")));
+        let command = <Settings as clap::Args>::augment_args(clap::Command::new("coursecast"));
+        let missing: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .filter(|name| !listed(name))
+            .collect();
+        assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+    }
 }
