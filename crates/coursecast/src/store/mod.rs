@@ -36,23 +36,14 @@ use crate::config::Settings;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs `$body` (a `Result<_, sqlx::Error>`) with `$pool` bound to the backend's
-/// pool for reads or writes, within the storage deadline (`Store::bounded`).
+/// pool for `read`s or `write`s (SQLite's field of that name; PostgreSQL has one
+/// pool), within the storage deadline (`Store::bounded`).
 macro_rules! with_db {
-    ($store:expr, read, $pool:ident => $body:expr) => {
+    ($store:expr, $side:ident, $pool:ident => $body:expr) => {
         $store
             .bounded(async {
                 match &*$store.backend {
-                    $crate::store::Backend::Sqlite { read: $pool, .. } => $body,
-                    $crate::store::Backend::Postgres($pool) => $body,
-                }
-            })
-            .await
-    };
-    ($store:expr, write, $pool:ident => $body:expr) => {
-        $store
-            .bounded(async {
-                match &*$store.backend {
-                    $crate::store::Backend::Sqlite { write: $pool, .. } => $body,
+                    $crate::store::Backend::Sqlite { $side: $pool, .. } => $body,
                     $crate::store::Backend::Postgres($pool) => $body,
                 }
             })
