@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Profiles coursecast under the fan-out scenario (or SCENARIO=rooms: 400 courses of 5,
 # RATE msg/s in all; SCENARIO=polling: 5,000 long polls, RATE msg/s; SCENARIO=connect:
-# 18,000 connect+join in courses of 50): a release build with line tables (target/profiling), SQLite
+# 18,000 connect+join in courses of 50; SCENARIO=big-course: 10,000 connect+join in one
+# course; SCENARIO=churn: fan-out to 10,000 in one course at RATE msg/s while 3,000
+# more leave and join every 2 s): a release build with line tables (target/profiling), SQLite
 # (or DATABASE_URL), 1,000 subscribers, RATE msg/s; samples the server's
 # CPU with `perf record -e cpu-clock` (software clock: this VM exposes no hardware
 # counters) and DWARF call graphs, and prints the hottest symbols.
@@ -18,17 +20,17 @@ SCENARIO=${SCENARIO:-fanout}
 RATE=${RATE:-500}
 SECS=${SECS:-8}
 # Seconds from the generator's start to the profile's (connections, courses, warm-up).
-PRE=${PRE:-$(case "$SCENARIO" in rooms) echo 20 ;; polling) echo 15 ;; connect) echo 12 ;; *) echo 6 ;; esac)}
+PRE=${PRE:-$(case "$SCENARIO" in rooms) echo 20 ;; polling) echo 15 ;; connect) echo 12 ;; big-course) echo 1 ;; churn) echo 12 ;; *) echo 6 ;; esac)}
 PORT=${PORT:-3300}
 OUT=${OUT:-$root/bench/results/profile-$(date -u +%Y%m%dT%H%M%SZ)}
 TARGET=${PROFILE_TARGET_DIR:-$root/target/profiling}
 mkdir -p "$OUT"
 work=$(mktemp -d /tmp/coursecast-profile.XXXXXX)
 
-CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_TARGET_DIR="$TARGET" cargo build --release -p coursecast
-cargo build --release -p coursecast-bench
+# The load generator shares the profiling build's dependencies: one build, not two.
+CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_TARGET_DIR="$TARGET" cargo build --release -p coursecast -p coursecast-bench
 export JWT_SECRET=profile-secret-0123456789abcdef0123456789 LOG_LEVEL=warn DATA_DIR="$work/data"
-export WEBSOCKET_MAX_CONNECTIONS=20000 WEBSOCKET_MAX_SOCKETS_PER_USER=100 SOCKET_CONNECTS_PER_SECOND_PER_IP=100000
+export MAX_CONNECTIONS_PER_IP=0 WEBSOCKET_MAX_CONNECTIONS=20000 WEBSOCKET_MAX_SOCKETS_PER_USER=100 SOCKET_CONNECTS_PER_SECOND_PER_IP=100000
 export SOCKET_EVENTS_PER_SECOND=100000 SOCKET_EVENTS_BURST=100000
 "$TARGET/release/coursecast" seed --students 18000 --out "$work/seed.json" >/dev/null
 env PORT="$PORT" "$TARGET/release/coursecast" >"$OUT/server.log" 2>&1 &
@@ -36,11 +38,14 @@ server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 
-"$root/target/release/coursecast-bench" --url "http://127.0.0.1:$PORT" --seed "$work/seed.json" --server-pid "$server" \
+"$TARGET/release/coursecast-bench" --url "http://127.0.0.1:$PORT" --seed "$work/seed.json" --server-pid "$server" \
   --label profile $(case "$SCENARIO" in
     rooms) echo rooms --courses 400 --members 5 --rate "$RATE" --duration $((SECS + PRE)) --drain 10 ;;
     polling) echo polling --clients 5000 --rate "$RATE" --duration $((SECS + PRE)) --drain 10 ;;
     connect) echo connect --connections 18000 --course-size 50 --hold-secs 1 ;;
+    big-course) echo connect --connections 10000 --hold-secs 1 ;;
+    churn) echo fanout --subscribers 10000 --senders 10 --rate "$RATE" --duration $((SECS + PRE)) --drain 10 \
+      --churn 3000 --churn-period-ms 2000 ;;
     *) echo fanout --subscribers 1000 --senders 10 --rate "$RATE" --duration $((SECS + PRE)) --drain 10 ;;
     esac) \
   >"$OUT/bench.out" 2>"$OUT/bench.err" &
