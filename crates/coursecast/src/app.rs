@@ -14,6 +14,7 @@ use crate::{
         commands::{CommandLimits, Commands},
         fanout::{Fanout, Origin, Sink},
         publisher::Publisher,
+        subscribers::{SubscriberLimits, Subscribers},
         waiters::Waiters,
     },
     http::{self, listener::ConnectionLimits},
@@ -47,23 +48,33 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         cluster: cluster.clone(),
     };
     let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
+    let subscribers = Subscribers::new(SubscriberLimits {
+        max_connections: settings.sse_max_connections,
+        max_per_user: settings.sse_max_per_user,
+        buffer: settings.sse_buffer_events,
+    });
     let stats = Arc::new(LiveStats::default());
-    // Every transport of committed events: long polls, sockets, then other nodes.
-    let mut sinks: Vec<Arc<dyn Sink>> = vec![waiters.clone(), Arc::new(Broadcaster::new(io.clone()))];
+    // Every transport of committed events: long polls, event streams, sockets, then
+    // other nodes.
+    let mut sinks: Vec<Arc<dyn Sink>> =
+        vec![waiters.clone(), subscribers.clone(), Arc::new(Broadcaster::new(io.clone()))];
     if let Some(cluster) = &cluster {
         sinks.push(cluster.clone());
     }
     let fanout = Fanout::new(store.clone(), sinks, stats.clone());
     if let Some(cluster) = &cluster {
-        let (fanout, realtime, store) = (fanout.clone(), realtime.clone(), store.clone());
+        let (fanout, realtime, store, subscribers) =
+            (fanout.clone(), realtime.clone(), store.clone(), subscribers.clone());
         cluster.spawn_listener(move |remote| {
-            let (fanout, realtime, store) = (fanout.clone(), realtime.clone(), store.clone());
+            let (fanout, realtime, store, subscribers) =
+                (fanout.clone(), realtime.clone(), store.clone(), subscribers.clone());
             async move {
                 match remote {
                     Remote::Deliver(event) => fanout.deliver(&event, Origin::Remote).await,
                     // Sent on logout and deletion: the user's token state changed.
                     Remote::DisconnectUser(user) => {
                         store.forget_user(user);
+                        subscribers.end_user(user);
                         realtime.disconnect_local(user).await;
                     }
                 }
@@ -79,6 +90,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         commands: Commands::new(store.clone(), publisher, limits),
         stats,
         waiters,
+        subscribers,
         realtime,
         settings: Arc::new(settings),
         store,
@@ -118,7 +130,8 @@ pub async fn serve(
 /// Serves already-built state; tests use this to keep a handle on the same state.
 ///
 /// Shutdown, once `shutdown` resolves: stop accepting, answer waiting long polls,
-/// close every socket's transport (official clients then reconnect by themselves),
+/// end every event stream (`end` `UNAVAILABLE`: clients resume elsewhere), close
+/// every socket's transport (official clients then reconnect by themselves),
 /// let in-flight requests and appends finish, close storage. Past
 /// `SHUTDOWN_TIMEOUT` the process stops waiting.
 pub async fn run(
@@ -142,15 +155,16 @@ pub async fn run(
         .merge(realtime::gate::router(gate, state.realtime.service.clone()));
     let service = http::outer_layers(router, &settings);
     tracing::info!(addr = %listener.local_addr()?, database = ?state.store.kind(), "coursecast listening");
-    let (io, waiters) = (state.realtime.io.clone(), state.waiters.clone());
+    let (io, waiters, subscribers) = (state.realtime.io.clone(), state.waiters.clone(), state.subscribers.clone());
     let server = http::listener::serve(
         listener,
         service,
         ConnectionLimits::from_settings(&settings),
         requested(stopping.clone()),
         async move {
-            tracing::info!("shutting down: releasing long polls and closing sockets");
+            tracing::info!("shutting down: releasing long polls, ending event streams, closing sockets");
             waiters.stop();
+            subscribers.stop();
             io.close().await;
         },
     );

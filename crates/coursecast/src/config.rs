@@ -128,6 +128,28 @@ pub struct Settings {
     #[arg(long, env = "LONG_POLL_MAX_WAITERS", default_value_t = 10_000)]
     pub long_poll_max_waiters: usize,
 
+    /// Server-Sent Events streams this node holds open at once (`UNAVAILABLE` past it).
+    #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub sse_max_connections: usize,
+
+    /// Server-Sent Events streams one user may hold open on this node (`RATE_LIMITED` past it).
+    #[arg(long, env = "SSE_MAX_PER_USER", default_value_t = 10)]
+    pub sse_max_per_user: usize,
+
+    /// Stream specs one Server-Sent Events connection may name.
+    #[arg(long, env = "SSE_MAX_STREAMS_PER_CONNECTION", default_value_t = 32)]
+    pub sse_max_streams_per_connection: usize,
+
+    /// Live events queued per Server-Sent Events connection; a reader that falls this
+    /// far behind is sent `end` `UNAVAILABLE` and closed (it resumes from its last id).
+    #[arg(long, env = "SSE_BUFFER_EVENTS", default_value_t = 1024)]
+    pub sse_buffer_events: usize,
+
+    /// Seconds between two `: ping` comments on a Server-Sent Events stream (keeps
+    /// proxies from closing an idle stream).
+    #[arg(long, env = "SSE_HEARTBEAT_SECS", default_value_t = 15)]
+    pub sse_heartbeat_secs: u64,
+
     /// Polling interval advertised to clients by `/api/realtime/status`, milliseconds.
     #[arg(long, env = "POLLING_INTERVAL", default_value_t = 5_000)]
     pub polling_interval_ms: u64,
@@ -213,6 +235,10 @@ impl Settings {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn sse_heartbeat(&self) -> Duration {
+        Duration::from_secs(self.sse_heartbeat_secs.max(1))
     }
 
     pub fn database_timeout(&self) -> Duration {

@@ -4,10 +4,12 @@
 
 use std::{ops::Deref, sync::Arc, time::Instant};
 
+use uuid::Uuid;
+
 use crate::{
     auth::{Authenticator, LoginFailures, PasswordHasher},
     config::Settings,
-    events::{commands::Commands, waiters::Waiters},
+    events::{commands::Commands, subscribers::Subscribers, waiters::Waiters},
     realtime::Realtime,
     store::Store,
     telemetry::live::LiveStats,
@@ -30,6 +32,15 @@ impl Deref for AppState {
     }
 }
 
+impl Shared {
+    /// Ends every live connection of `user` (sockets and event streams) on every
+    /// node: their tokens stopped holding (logout, deletion).
+    pub async fn disconnect_user(&self, user: Uuid) {
+        self.subscribers.end_user(user);
+        self.realtime.disconnect_user(user).await;
+    }
+}
+
 pub struct Shared {
     /// Read-only after start-up.
     pub settings: Arc<Settings>,
@@ -46,6 +57,8 @@ pub struct Shared {
     pub commands: Commands,
     /// Long-poll requests waiting for their stream to move.
     pub waiters: Arc<Waiters>,
+    /// Server-Sent Events streams and their bounded live queues.
+    pub subscribers: Arc<Subscribers>,
     /// The Socket.IO server and its connection manager.
     pub realtime: Realtime,
     /// Recent delivery figures for the admin dashboard.

@@ -10,4 +10,5 @@
 pub mod commands;
 pub mod fanout;
 pub mod publisher;
+pub mod subscribers;
 pub mod waiters;

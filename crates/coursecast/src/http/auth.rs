@@ -121,11 +121,11 @@ async fn login(
 }
 
 /// Revokes every token issued up to now (same-second tokens included) and drops the
-/// user's live sockets.
+/// user's live sockets and event streams.
 async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
     let valid_from = chrono::Utc::now().timestamp() + 1;
     state.store.revoke_tokens(me.id, valid_from).await?;
-    state.realtime.disconnect_user(me.id).await;
+    state.disconnect_user(me.id).await;
     tracing::info!(user_id = %me.id, "logged out");
     Ok(axum::Json(json!({"ok": true})))
 }

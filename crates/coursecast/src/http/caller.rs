@@ -32,14 +32,26 @@ impl FromRequestParts<AppState> for AnyCaller {
     }
 }
 
+impl AuthUser {
+    /// The user a token proves, wherever it came from (the SSE endpoint also takes
+    /// it from the query).
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Self, AppError> {
+        user_only(state.auth.authenticate(token).await?)
+    }
+}
+
+fn user_only(caller: Caller) -> Result<AuthUser, AppError> {
+    match caller {
+        Caller::User(user) => Ok(AuthUser(user)),
+        Caller::Service(_) => Err(AppError::Forbidden("service tokens are not accepted here")),
+    }
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match AnyCaller::from_request_parts(parts, state).await?.0 {
-            Caller::User(user) => Ok(AuthUser(user)),
-            Caller::Service(_) => Err(AppError::Forbidden("service tokens are not accepted here")),
-        }
+        user_only(AnyCaller::from_request_parts(parts, state).await?.0)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod listener;
 mod notifications;
 mod ops;
 mod realtime;
+mod sse;
 mod users;
 
 use std::{
@@ -137,7 +138,8 @@ fn cors(origins: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| origins.contains(origin)))
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // `Last-Event-ID`: a script's own SSE client resumes with it.
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
         .max_age(Duration::from_secs(600))
 }
 

@@ -44,14 +44,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/realtime/messages/{course_id}", post(send_message))
         .route("/api/realtime/messages/{course_id}/{message_id}", patch(edit_message).delete(delete_message))
         .route("/api/realtime/annotations/{course_id}", post(annotate))
-        .route("/api/realtime/notifications/{notification_id}/read", post(read_notification));
+        .route("/api/realtime/notifications/{notification_id}/read", post(read_notification))
+        .merge(super::sse::router());
     if !state.settings.enable_fallback {
         fallback = fallback.route_layer(middleware::from_fn(fallback_disabled));
     }
     Router::new().route("/api/realtime/ping", post(ping)).route("/api/realtime/status", get(status)).merge(fallback)
 }
 
-/// `ENABLE_WEBSOCKET_FALLBACK=false` turns the polling endpoints off.
+/// `ENABLE_WEBSOCKET_FALLBACK=false` turns the polling and event-stream endpoints off.
 async fn fallback_disabled(_: Request, _: Next) -> AppError {
     AppError::Unavailable("the HTTP polling fallback is disabled on this server")
 }

@@ -59,7 +59,7 @@ async fn delete_user(
 ) -> Result<axum::Json<Value>, AppError> {
     require_admin(&me)?;
     state.store.delete_user(user_id).await?;
-    state.realtime.disconnect_user(user_id).await;
+    state.disconnect_user(user_id).await;
     tracing::info!(user_id = %user_id, by = %me.id, "user deleted");
     Ok(axum::Json(json!({"ok": true})))
 }

@@ -14,6 +14,20 @@ use crate::{
 impl Store {
     /// Events of `stream` after `since`, oldest first, at most `limit`.
     pub async fn read_stream(&self, stream: StreamKey, since: i64, limit: u32) -> Result<StreamPage, AppError> {
+        let (events, has_more) = self.read_sequenced(stream, since, limit).await?;
+        let cursor = events.last().map_or(since, |(seq, _)| *seq);
+        Ok(StreamPage { events: events.into_iter().map(|(_, payload)| payload).collect(), cursor, has_more })
+    }
+
+    /// As [`Store::read_stream`], each event with its `seq` (for transports that
+    /// label every event with its position, as Server-Sent Events ids do), and
+    /// whether more follow.
+    pub async fn read_sequenced(
+        &self,
+        stream: StreamKey,
+        since: i64,
+        limit: u32,
+    ) -> Result<(Vec<(i64, Arc<RawValue>)>, bool), AppError> {
         let started = std::time::Instant::now();
         let rows: Vec<(i64, String)> = with_db!(self, read, pool => {
             sqlx::query_as("SELECT seq, payload FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3")
@@ -25,13 +39,11 @@ impl Store {
         })?;
         metrics::db_query("read_stream", started.elapsed());
         let has_more = rows.len() > limit as usize;
-        let mut cursor = since;
         let mut events = Vec::with_capacity(rows.len().min(limit as usize));
         for (seq, payload) in rows.into_iter().take(limit as usize) {
-            cursor = seq;
-            events.push(Arc::from(RawValue::from_string(payload).map_err(AppError::internal)?));
+            events.push((seq, Arc::from(RawValue::from_string(payload).map_err(AppError::internal)?)));
         }
-        Ok(StreamPage { events, cursor, has_more })
+        Ok((events, has_more))
     }
 
     /// The `seq` of the stream's newest event this node has delivered (0 for an empty

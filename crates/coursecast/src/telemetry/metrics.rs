@@ -134,6 +134,22 @@ pub fn long_poll_waiters(count: usize) {
     gauge!("coursecast_long_poll_waiters").set(count as f64);
 }
 
+/// Server-Sent Events streams open on this node.
+pub fn sse_connections(count: usize) {
+    gauge!("coursecast_sse_connections").set(count as f64);
+}
+
+/// Events written to Server-Sent Events streams (backlog and live).
+pub fn sse_events(count: usize) {
+    counter!("coursecast_sse_events_total").increment(count as u64);
+}
+
+/// A Server-Sent Events stream ended: `client_closed`, `too_slow`, `token_expired`,
+/// `token_invalid` (logout, deletion), `shutdown` or `storage` (a backlog read failed).
+pub fn sse_closed(reason: &'static str) {
+    counter!("coursecast_sse_closed_total", "reason" => reason).increment(1);
+}
+
 /// `scope`: `http_auth`, `socket_handshake` or `socket_event`.
 /// A TCP connection closed by one of the listener's bounds: `per_ip_limit`,
 /// `first_byte_timeout`, `header_timeout` (slowloris-style clients land here).

@@ -24,5 +24,7 @@ mod proxy;
 mod seed;
 mod session;
 mod sockets;
+mod sse;
+mod sse_reader;
 mod streams;
 mod tokens;
