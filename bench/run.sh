@@ -31,7 +31,7 @@ root=$(pwd)
 ROUNDS=${ROUNDS:-2}
 QUICK=${QUICK:-0}
 SERVERS=${SERVERS:-"baseline bare sqlite postgres"}
-SCENARIOS=${SCENARIOS:-"idle connect connect-one-course big-course fanout fanout-big fanout-big-churn rooms polling"}
+SCENARIOS=${SCENARIOS:-"idle connect connect-one-course big-course fanout fanout-big fanout-big-churn rooms polling sse"}
 MAX_LOAD=${MAX_LOAD:-0.7}
 STEAL_MAX=${STEAL_MAX:-10}
 STEAL_RETRIES=${STEAL_RETRIES:-2}
@@ -45,11 +45,14 @@ mkdir -p "$OUT"
 if [ "$QUICK" = 1 ]; then
   STUDENTS=2000 IDLE_N=1000 CONNECT_N=2000 ONE_COURSE_N=300 FAN_SUBS=200
   FAN_RATES=50,200 FAN_SECS=4 ROOMS_COURSES=40 ROOMS_RATE=2000 ROOMS_SECS=4 POLL_N=300 POLL_SECS=6
+  SSE_N=300 SSE_SECS=6
   BIG_N=1000 BIG_CHURN=300 BIG_SECS=5
 else
   STUDENTS=18000 IDLE_N=10000 CONNECT_N=18000 ONE_COURSE_N=2000 FAN_SUBS=1000
   FAN_RATES=10,20,50,100,200,500,1000,2000,5000 FAN_SECS=10 ROOMS_COURSES=400 ROOMS_RATE=25000 ROOMS_SECS=15
   POLL_N=5000 POLL_SECS=20
+  # Server-Sent Events: as many clients as long polling, each holding one stream.
+  SSE_N=5000 SSE_SECS=20
   # One course of 10,000: joining it, fan-out to all at 10 msg/s, and the same with
   # 30 % of the room (further members) leaving and joining again all the time.
   BIG_N=10000 BIG_CHURN=3000 BIG_SECS=15
@@ -71,6 +74,7 @@ export SOCKET_CONNECTS_PER_SECOND_PER_IP=100000
 export SOCKET_EVENTS_PER_SECOND=100000
 export SOCKET_EVENTS_BURST=100000
 export LONG_POLL_MAX_WAITERS=20000
+export SSE_MAX_CONNECTIONS=20000
 
 declare -A PORT=([baseline]=4100 [bare]=4200 [sqlite]=3100 [postgres]=3200)
 
@@ -209,6 +213,10 @@ for round in $(seq 1 "$ROUNDS"); do
       --duration "$BIG_SECS" --warmup 3 --drain 20 --churn "$BIG_CHURN" --churn-period-ms 2000
     scenario "$kind" "$round" rooms rooms --courses "$ROOMS_COURSES" --members 5 --rate "$ROOMS_RATE" --duration "$ROOMS_SECS"
     scenario "$kind" "$round" polling polling --clients "$POLL_N" --rate 2 --duration "$POLL_SECS" --wait 25
+    # The Node baseline and bare socketioxide have no SSE: their polling figures stand beside it.
+    if [ "$kind" = sqlite ] || [ "$kind" = postgres ]; then
+      scenario "$kind" "$round" sse sse --clients "$SSE_N" --rate 2 --duration "$SSE_SECS"
+    fi
     if [ "$kind" = postgres ]; then
       psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS bench_r${round}_$$ WITH (FORCE)" >/dev/null || true
     fi

@@ -213,15 +213,27 @@ def main(directory):
         ("unanswered sends", lambda x: x["unanswered"], 0),
         ("server CPU %", lambda x: x["cpu"]["serverPct"], 0),
     ])
-    simple("polling", "Long polling: clients waiting on one course, 2 msg/s posted", [
-        ("clients", lambda x: x["waitingAtStart"], 0),
-        ("p50 ms", lambda x: x["latency"]["p50Ms"], 1),
-        ("p99 ms", lambda x: x["latency"]["p99Ms"], 1),
-        ("max ms", lambda x: x["latency"]["maxMs"], 1),
-        ("lost", lambda x: x["lost"], 0),
+    # Long polling and SSE: clients reading one course while 2 msg/s are posted.
+    def reading(clients):
+        return [
+            ("clients", lambda x: x[clients], 0),
+            ("p50 ms", lambda x: x["latency"]["p50Ms"], 1),
+            ("p99 ms", lambda x: x["latency"]["p99Ms"], 1),
+            ("max ms", lambda x: x["latency"]["maxMs"], 1),
+            ("lost", lambda x: x["lost"], 0),
+        ]
+    cpu = ("server CPU %", lambda x: x["cpu"]["serverPct"], 0)
+    simple("polling", "Long polling: clients waiting on one course, 2 msg/s posted", reading("waitingAtStart") + [
         ("poll errors", lambda x: sum(x["pollErrors"].values()), 0),
-        ("server CPU %", lambda x: x["cpu"]["serverPct"], 0),
+        cpu,
     ])
+    simple("sse", "Server-Sent Events: clients streaming one course, 2 msg/s posted (coursecast only)",
+           reading("openAtStart") + [
+               ("duplicates", lambda x: x["duplicates"], 0),
+               ("reconnects", lambda x: x["reconnects"], 0),
+               ("stream errors", lambda x: sum(x["streamErrors"].values()), 0),
+               cpu,
+           ])
     print("\n".join(out))
 
 

@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod churn;
 pub mod conn;
+pub mod eventstream;
 pub mod hold;
 pub mod http;
 pub mod keepalive;
@@ -72,6 +73,9 @@ pub enum Scenario {
     Rooms(scenarios::rooms::Args),
     /// N long-polling HTTP clients while a sender posts at rate R.
     Polling(scenarios::polling::Args),
+    /// N Server-Sent Events streams on one course while a sender posts at rate R
+    /// (coursecast only).
+    Sse(scenarios::sse::Args),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Fanout(args) => scenarios::fanout::run(&env, args).await,
         Scenario::Rooms(args) => scenarios::rooms::run(&env, args).await,
         Scenario::Polling(args) => scenarios::polling::run(&env, args).await,
+        Scenario::Sse(args) => scenarios::sse::run(&env, args).await,
     }
 }
 

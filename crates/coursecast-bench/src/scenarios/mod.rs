@@ -5,3 +5,4 @@ pub mod fanout;
 pub mod idle;
 pub mod polling;
 pub mod rooms;
+pub mod sse;

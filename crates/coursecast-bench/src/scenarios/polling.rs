@@ -11,13 +11,13 @@ use std::{
 };
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use crate::{
-    Env, chat,
+    Env, SeedUser, chat,
     keepalive::KeepAlive,
-    procfs::{self, CpuMeter},
+    procfs::{self, CpuMeter, CpuUse},
     progress::{Counter, Max, Progress},
     report,
     seqtrack::{Live, SeqTracker},
@@ -25,8 +25,10 @@ use crate::{
     wire,
 };
 
+/// The load of the HTTP-transport scenarios (this one and `sse`): clients reading
+/// one course while senders post to it.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Args {
+pub struct Load {
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,
     /// Messages per second, all senders together.
@@ -34,26 +36,32 @@ pub struct Args {
     pub rate: f64,
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
-    /// `wait` of each poll, seconds.
-    #[arg(long, default_value_t = 25.0)]
-    pub wait: f64,
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
     #[arg(long, default_value_t = 100)]
     pub content_len: usize,
-    /// Students (after the polling clients) that post.
+    /// Students (after the reading clients) that post.
     #[arg(long, default_value_t = 2)]
     pub senders: usize,
     /// Seconds to wait for clients to catch up after sending stops.
     #[arg(long, default_value_t = 30)]
     pub drain: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub load: Load,
+    /// `wait` of each poll, seconds.
+    #[arg(long, default_value_t = 25.0)]
+    pub wait: f64,
     /// p99 event->response target, ms.
     #[arg(long, default_value_t = 100.0)]
     pub p99_limit_ms: f64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Phase {
+pub(crate) enum Phase {
     Run,
     /// Every client exits once its cursor reaches this head.
     Settle(i64),
@@ -68,10 +76,10 @@ struct Counters {
     done: Counter,
 }
 
-struct ClientOutcome {
-    latency: Latency,
-    tracker: SeqTracker,
-    errors: BTreeMap<String, u64>,
+pub(crate) struct ClientOutcome {
+    pub latency: Latency,
+    pub tracker: SeqTracker,
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// A page as the generator reads it: only what it checks.
@@ -153,7 +161,7 @@ async fn poller(
 }
 
 /// Resolves once the run is settling and `cursor` has reached the final head.
-async fn caught_up(phase: &mut watch::Receiver<Phase>, cursor: i64) {
+pub(crate) async fn caught_up(phase: &mut watch::Receiver<Phase>, cursor: i64) {
     let reached = phase.wait_for(|p| matches!(p, Phase::Settle(head) if cursor >= *head)).await.is_ok();
     if !reached {
         std::future::pending::<()>().await;
@@ -162,14 +170,20 @@ async fn caught_up(phase: &mut watch::Receiver<Phase>, cursor: i64) {
 
 /// Where and how to POST messages.
 #[derive(Clone)]
-struct Poster {
-    http: reqwest::Client,
-    url: String,
-    timeout: Duration,
+pub(crate) struct Poster {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub timeout: Duration,
 }
 
 /// POSTs one message; returns its `seq`.
-async fn post(poster: &Poster, token: &str, course: &str, content: String, key: String) -> Result<i64, String> {
+pub(crate) async fn post(
+    poster: &Poster,
+    token: &str,
+    course: &str,
+    content: String,
+    key: String,
+) -> Result<i64, String> {
     let response = poster
         .http
         .post(format!("{}/api/realtime/messages/{course}", poster.url))
@@ -189,27 +203,18 @@ async fn post(poster: &Poster, token: &str, course: &str, content: String, key: 
 
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let load = procfs::loadavg();
-    let users = env.users(args.clients + args.senders.max(1))?;
-    let (pollers, senders) = users.split_at(args.clients);
-    let course = env.seed.course_id.clone();
-    let run_id = format!("p{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros());
-    let poster = Poster { http: env.http.clone(), url: env.url.clone(), timeout: env.timeout };
-    // The start cursor: one message posted before the clients start.
-    let start = post(&poster, &senders[0].token, &course, wire::content(0, "start", 20), format!("{run_id}-start"))
-        .await
-        .map_err(|e| anyhow::anyhow!("the first POST failed: {e}"))?;
-
+    let (course, pollers) = Course::prepare(env, &args.load, "p").await?;
     let counters = Counters::default();
     let warmup_until = Max::default();
     warmup_until.set(i64::MAX);
     let (phase_tx, phase_rx) = watch::channel(Phase::Run);
-    let mut tasks = Vec::with_capacity(args.clients);
+    let mut tasks = Vec::with_capacity(pollers.len());
     for user in pollers {
         tasks.push(tokio::spawn(poller(
             KeepAlive::new(&env.url).await?,
             user.token.clone(),
-            course.clone(),
-            start,
+            course.id.clone(),
+            course.start,
             args.wait,
             phase_rx.clone(),
             counters.clone(),
@@ -228,105 +233,246 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
         env.server_pid,
     );
     // Wait until (nearly) every client has a poll waiting.
+    let waiting_at_start = wait_for_clients(&counters.in_flight, pollers.len()).await;
+    let measured = course.measure(env, &args.load, &warmup_until, &phase_tx, tasks).await?;
+    drop(progress);
+    let extras = [
+        ("waitingAtStart", json!(waiting_at_start)),
+        ("pollErrors", json!(measured.tally.errors)),
+        ("polls", json!(counters.polls.get())),
+    ];
+    measured.report(env, "polling", &args.load, args.p99_limit_ms, json!({"wait": args.wait}), extras, load);
+    Ok(())
+}
+
+/// The course a run reads and posts to, and who posts.
+pub(crate) struct Course<'a> {
+    pub id: String,
+    /// The start cursor: one message posted before the clients start.
+    pub start: i64,
+    poster: Poster,
+    run_id: String,
+    senders: &'a [SeedUser],
+}
+
+impl<'a> Course<'a> {
+    /// Posts the first message; returns the course and the reading clients.
+    pub async fn prepare(env: &'a Env, load: &Load, tag: &str) -> anyhow::Result<(Self, &'a [SeedUser])> {
+        let users = env.users(load.clients + load.senders.max(1))?;
+        let (clients, senders) = users.split_at(load.clients);
+        let poster = Poster { http: env.http.clone(), url: env.url.clone(), timeout: env.timeout };
+        let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros();
+        let run_id = format!("{tag}{micros:x}");
+        let id = env.seed.course_id.clone();
+        let start = post(&poster, &senders[0].token, &id, wire::content(0, "start", 20), format!("{run_id}-start"))
+            .await
+            .map_err(|e| anyhow::anyhow!("the first POST failed: {e}"))?;
+        Ok((Self { id, start, poster, run_id, senders }, clients))
+    }
+
+    /// Sends at the load's rate, waits for the answers, lets the clients settle at
+    /// the final head, and collects what they saw.
+    pub async fn measure(
+        &self,
+        env: &Env,
+        load: &Load,
+        warmup_until: &Max,
+        phase: &watch::Sender<Phase>,
+        tasks: Vec<tokio::task::JoinHandle<ClientOutcome>>,
+    ) -> anyhow::Result<Measured> {
+        let cpu = CpuMeter::start(env.server_pid);
+        let sending = self.send_at_rate(load, warmup_until).await?;
+        let cpu = cpu.read();
+        let (final_head, deadline) = sending.settle(load.drain).await;
+        phase.send_replace(Phase::Settle(final_head));
+        let tally = tally(tasks, self.start, final_head, deadline).await;
+        Ok(Measured { cpu, sending, tally })
+    }
+
+    /// POSTs messages with their send time embedded at the load's rate for its
+    /// duration, the senders in turn; latencies count from `warmup` seconds on.
+    async fn send_at_rate(&self, load: &Load, warmup_until: &Max) -> anyhow::Result<Sending> {
+        let sending = Sending {
+            sent: Counter::default(),
+            acked: Counter::default(),
+            head: Max::default(),
+            post_errors: Arc::new(Mutex::new(BTreeMap::new())),
+        };
+        sending.head.observe(self.start);
+        let started = Instant::now();
+        warmup_until.set(i64::try_from(wire::now_micros() + load.warmup * 1_000_000)?);
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs(load.duration) {
+            tick.tick().await;
+            for _ in 0..chat::due(load.rate, started.elapsed(), n) {
+                n += 1;
+                let sender = &self.senders[n as usize % self.senders.len()];
+                let token = sender.token.clone();
+                let (course, acked, head, errors) =
+                    (self.id.clone(), sending.acked.clone(), sending.head.clone(), sending.post_errors.clone());
+                let key = format!("{}-{n}", self.run_id);
+                let poster = self.poster.clone();
+                let content = wire::content(wire::now_micros(), &format!("p{n}"), load.content_len);
+                sending.sent.inc();
+                tokio::spawn(async move {
+                    match post(&poster, &token, &course, content, key).await {
+                        Ok(seq) => {
+                            acked.inc();
+                            head.observe(seq);
+                        }
+                        Err(kind) => *errors.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1,
+                    }
+                });
+            }
+        }
+        Ok(sending)
+    }
+}
+
+/// A run's figures.
+pub(crate) struct Measured {
+    pub cpu: CpuUse,
+    pub sending: Sending,
+    pub tally: Tally,
+}
+
+impl Measured {
+    /// Writes the latency plot and reports the run: the load, `params`, the results
+    /// both scenarios share, `extras`, and whether the target was met.
+    #[allow(clippy::too_many_arguments)]
+    pub fn report<const N: usize>(
+        &self,
+        env: &Env,
+        scenario: &str,
+        load: &Load,
+        p99_limit_ms: f64,
+        mut params: Value,
+        extras: [(&str, Value); N],
+        load_at_start: Option<[f64; 3]>,
+    ) {
+        env.write_svg(scenario, &self.tally.latency);
+        let l = load;
+        let given = json!({"clients": l.clients, "rate": l.rate, "durationSecs": l.duration,
+                           "senders": l.senders, "warmupSecs": l.warmup});
+        if let (Some(params), Value::Object(given)) = (params.as_object_mut(), given) {
+            params.extend(given);
+        }
+        let mut results = self.results();
+        results.extend(extras.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        results.insert("met".into(), json!(self.met(p99_limit_ms, load.clients)));
+        report(env, scenario, params, Value::Object(results), load_at_start);
+    }
+
+    fn results(&self) -> Map<String, Value> {
+        let (sending, tally) = (&self.sending, &self.tally);
+        let mut results = Map::new();
+        results.insert("sent".into(), json!(sending.sent.get()));
+        results.insert("acked".into(), json!(sending.acked.get()));
+        results.insert("postErrors".into(), json!(sending.post_errors()));
+        results.insert("expectedDeliveries".into(), json!(tally.expected));
+        results.insert("received".into(), json!(tally.received));
+        results.insert("lost".into(), json!(tally.lost));
+        results.insert("duplicates".into(), json!(tally.duplicates));
+        results.insert("latency".into(), json!(tally.latency.summary()));
+        results.insert("settled".into(), json!(tally.settled));
+        results.insert("cpu".into(), json!(self.cpu));
+        results
+    }
+
+    /// Whether the design target holds: p99 under `p99_limit_ms` with at least 5,000
+    /// clients, nothing lost or repeated, every POST answered.
+    fn met(&self, p99_limit_ms: f64, clients: usize) -> bool {
+        self.tally.latency.summary().p99_ms < p99_limit_ms
+            && self.tally.lost == 0
+            && self.tally.duplicates == 0
+            && self.sending.post_errors().is_empty()
+            && clients >= 5000
+    }
+}
+
+/// Waits (up to 30 s) until `gauge` reaches `clients`, then a second more; its value then.
+pub(crate) async fn wait_for_clients(gauge: &Counter, clients: usize) -> u64 {
     let ready_by = Instant::now() + Duration::from_secs(30);
-    while (counters.in_flight.get() as usize) < args.clients && Instant::now() < ready_by {
+    while (gauge.get() as usize) < clients && Instant::now() < ready_by {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let waiting_at_start = counters.in_flight.get();
+    gauge.get()
+}
 
-    let cpu = CpuMeter::start(env.server_pid);
-    let (sent, acked) = (Counter::default(), Counter::default());
-    let head = Max::default();
-    head.observe(start);
-    let post_errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-    let started = Instant::now();
-    warmup_until.set(i64::try_from(wire::now_micros() + args.warmup * 1_000_000)?);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut n = 0u64;
-    while started.elapsed() < Duration::from_secs(args.duration) {
-        tick.tick().await;
-        for _ in 0..chat::due(args.rate, started.elapsed(), n) {
-            n += 1;
-            let sender = &senders[n as usize % senders.len()];
-            let token = sender.token.clone();
-            let (course, sent, acked, head, errors) =
-                (course.clone(), sent.clone(), acked.clone(), head.clone(), post_errors.clone());
-            let key = format!("{run_id}-{n}");
-            let poster = poster.clone();
-            let content = wire::content(wire::now_micros(), &format!("p{n}"), args.content_len);
-            sent.inc();
-            tokio::spawn(async move {
-                match post(&poster, &token, &course, content, key).await {
-                    Ok(seq) => {
-                        acked.inc();
-                        head.observe(seq);
-                    }
-                    Err(kind) => *errors.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1,
-                }
-            });
+/// What the senders did.
+pub(crate) struct Sending {
+    pub sent: Counter,
+    pub acked: Counter,
+    head: Max,
+    post_errors: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Sending {
+    pub fn post_errors(&self) -> BTreeMap<String, u64> {
+        self.post_errors.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits (up to `drain` seconds) for every POST to be answered; the final head
+    /// and the deadline the clients have to reach it.
+    pub async fn settle(&self, drain: u64) -> (i64, Instant) {
+        let deadline = Instant::now() + Duration::from_secs(drain);
+        let answered = || self.acked.get() + self.post_errors().values().sum::<u64>();
+        while answered() < self.sent.get() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        (self.head.get(), deadline)
     }
-    let cpu_use = cpu.read();
-    let deadline = Instant::now() + Duration::from_secs(args.drain);
-    let answered = || acked.get() + post_errors.lock().unwrap_or_else(|p| p.into_inner()).values().sum::<u64>();
-    while answered() < sent.get() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let final_head = head.get();
-    phase_tx.send_replace(Phase::Settle(final_head));
-    let mut latency = Latency::new();
-    let (mut lost, mut duplicates, mut received, mut expected) = (0u64, 0u64, 0u64, 0u64);
-    let mut errors = BTreeMap::<String, u64>::new();
-    let mut settled = true;
-    // One deadline for all clients: a client still short of the head by then counts as lost.
+}
+
+/// What every client saw, together.
+pub(crate) struct Tally {
+    pub latency: Latency,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub received: u64,
+    pub expected: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub settled: bool,
+}
+
+/// Collects every client's outcome; one deadline for all (a few seconds after
+/// `deadline`): a client still short of the head by then counts as lost.
+pub(crate) async fn tally(
+    tasks: Vec<tokio::task::JoinHandle<ClientOutcome>>,
+    start: i64,
+    final_head: i64,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally {
+        latency: Latency::new(),
+        lost: 0,
+        duplicates: 0,
+        received: 0,
+        expected: 0,
+        errors: BTreeMap::new(),
+        settled: true,
+    };
+    let window = u64::try_from(final_head - start).unwrap_or(0);
     let settle_by = tokio::time::Instant::from_std(deadline.max(Instant::now()) + Duration::from_secs(5));
     for task in tasks {
+        tally.expected += window;
         match tokio::time::timeout_at(settle_by, task).await {
             Ok(Ok(out)) => {
-                latency.merge(&out.latency);
-                lost += out.tracker.missing(final_head);
-                duplicates += out.tracker.duplicates;
-                received += out.tracker.live;
-                expected += u64::try_from(final_head - start).unwrap_or(0);
+                tally.latency.merge(&out.latency);
+                tally.lost += out.tracker.missing(final_head);
+                tally.duplicates += out.tracker.duplicates;
+                tally.received += out.tracker.live;
                 for (k, v) in out.errors {
-                    *errors.entry(k).or_default() += v;
+                    *tally.errors.entry(k).or_default() += v;
                 }
             }
             _ => {
-                settled = false;
-                lost += u64::try_from(final_head - start).unwrap_or(0);
-                expected += u64::try_from(final_head - start).unwrap_or(0);
+                tally.settled = false;
+                tally.lost += window;
             }
         }
     }
-    drop(progress);
-    let summary = latency.summary();
-    env.write_svg("polling", &latency);
-    let post_errors = post_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let met = summary.p99_ms < args.p99_limit_ms && lost == 0 && post_errors.is_empty() && args.clients >= 5000;
-    report(
-        env,
-        "polling",
-        json!({"clients": args.clients, "rate": args.rate, "durationSecs": args.duration, "wait": args.wait,
-               "senders": args.senders, "warmupSecs": args.warmup}),
-        json!({
-            "waitingAtStart": waiting_at_start,
-            "sent": sent.get(),
-            "acked": acked.get(),
-            "postErrors": post_errors,
-            "expectedDeliveries": expected,
-            "received": received,
-            "lost": lost,
-            "duplicates": duplicates,
-            "pollErrors": errors,
-            "polls": counters.polls.get(),
-            "latency": summary,
-            "settled": settled,
-            "cpu": cpu_use,
-            "met": met,
-        }),
-        load,
-    );
-    Ok(())
+    tally
 }
