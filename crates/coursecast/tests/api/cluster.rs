@@ -11,7 +11,7 @@ use crate::{
     proxy::{Mode, Proxy},
 };
 
-async fn two_nodes() -> Option<(TestApp, TestApp)> {
+pub async fn two_nodes() -> Option<(TestApp, TestApp)> {
     two_nodes_on(&test_redis_url().await?).await
 }
 

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{QUIET, TestApp, TestUser, WAIT},
+    cluster::two_nodes,
+    helpers::{QUIET, TestApp, TestUser, WAIT, eventually},
+    process::ServerProcess,
     sse_reader::{Frame, Item, Parser, SseReader, raw_stream, read_chunked_to_end},
 };
 
@@ -249,7 +251,7 @@ async fn a_user_holds_at_most_sse_max_per_user_streams() {
 
     drop(first);
     let open = app.state.subscribers.clone();
-    crate::helpers::eventually("the closed stream to be released", WAIT, || {
+    eventually("the closed stream to be released", WAIT, || {
         let open = open.clone();
         async move { open.open() == 2 }
     })
@@ -340,7 +342,7 @@ async fn a_reader_that_falls_behind_is_cut_and_resumes_with_nothing_lost() {
     // buffers and the server's few pending writes are full, live events queue up.
     let stalled = raw_stream(&app, &format!("messages:{course}:0"), &ann.token, Some(4096)).await;
     let open = app.state.subscribers.clone();
-    crate::helpers::eventually("the stream to open", WAIT, || {
+    eventually("the stream to open", WAIT, || {
         let open = open.clone();
         async move { open.open() == 1 }
     })
@@ -374,4 +376,56 @@ async fn a_reader_that_falls_behind_is_cut_and_resumes_with_nothing_lost() {
     resumed.ready(WAIT).await;
     let rest = read_messages_until(&mut resumed, SENT).await;
     assert_eq!(seqs(&rest), (last + 1..=SENT).collect::<Vec<_>>(), "the rest exactly once");
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_stream_with_unavailable() {
+    let mut app = TestApp::spawn().await;
+    let ann = app.student("Ann").await;
+    let mut reader = app.open_stream(&format!("notifications:{}", ann.id), &ann.token, None).await;
+    reader.ready(WAIT).await;
+    let stopping = tokio::time::Instant::now();
+    app.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(5), "an open stream does not hold the shutdown up");
+    let end = reader.event(WAIT).await;
+    assert_eq!((end.event.as_str(), end.json()["code"].as_str()), ("end", Some("UNAVAILABLE")));
+    assert!(reader.closed(WAIT).await);
+}
+
+/// Events committed on one node reach a stream on another, and a logout on one node
+/// ends the user's streams on the other.
+#[tokio::test]
+async fn events_and_logouts_cross_nodes() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let (_, ann, course) = class(&a).await;
+    let mut on_b = b.open_stream(&format!("messages:{course},notifications:{}", ann.id), &ann.token, None).await;
+    assert_eq!(on_b.ready(WAIT).await.id.as_deref(), Some("0.0"));
+    let sent = send(&a, course, &ann, "from node a").await;
+    let frame = on_b.event(WAIT).await;
+    assert_eq!((frame.event.as_str(), frame.id.as_deref()), ("message", Some("1.0")));
+    assert_eq!(frame.json(), sent);
+    assert_eq!(a.post("/api/auth/logout", Some(&ann.token), json!({})).await.status, 200);
+    let end = on_b.event(WAIT).await;
+    assert_eq!((end.event.as_str(), end.json()["code"].as_str()), ("end", Some("TOKEN_INVALID")));
+}
+
+/// A browser's `EventSource` sends its token in the query: the log, as the binary
+/// writes it, has the stream's path and never the query string.
+#[tokio::test]
+async fn the_access_log_never_records_the_token_in_the_query() {
+    let server = ServerProcess::start(None, &[]).await;
+    let seed = server.seed(1);
+    let (user, token) = (seed["users"][0]["id"].as_str().unwrap(), seed["users"][0]["token"].as_str().unwrap());
+    let url = format!("{}/api/realtime/stream?streams=notifications:{user}&access_token={token}", server.base);
+    let mut reader = SseReader::new(reqwest::get(&url).await.expect("request"));
+    reader.ready(WAIT).await;
+    let refused = reqwest::get(format!("{url}x")).await.expect("request");
+    assert_eq!(refused.status(), 401);
+    eventually("both requests to be logged", WAIT, || {
+        let lines = server.lines();
+        async move { lines.iter().filter(|l| l.contains("/api/realtime/stream")).count() >= 2 }
+    })
+    .await;
+    let lines = server.lines();
+    assert!(lines.iter().all(|l| !l.contains(token) && !l.contains("access_token")), "{lines:#?}");
 }
