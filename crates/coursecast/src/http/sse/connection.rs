@@ -113,7 +113,9 @@ impl Frames {
     }
 
     pub fn into_bytes(self) -> Bytes {
-        metrics::sse_events(self.events);
+        if self.events > 0 {
+            metrics::sse_events(self.events);
+        }
         Bytes::from(self.text)
     }
 }
