@@ -429,3 +429,33 @@ async fn the_access_log_never_records_the_token_in_the_query() {
     let lines = server.lines();
     assert!(lines.iter().all(|l| !l.contains(token) && !l.contains("access_token")), "{lines:#?}");
 }
+
+#[tokio::test]
+async fn a_full_node_refuses_streams_with_unavailable() {
+    let app = TestApp::spawn_with(|s| s.sse_max_connections = 1).await;
+    let (ann, ben) = (app.student("Ann").await, app.student("Ben").await);
+    let mut held = app.open_stream(&format!("notifications:{}", ann.id), &ann.token, None).await;
+    held.ready(WAIT).await;
+    app.stream_refusal(&format!("streams=notifications:{}", ben.id), Some(&ben.token), None)
+        .await
+        .assert_error(503, "UNAVAILABLE");
+}
+
+/// A page's own SSE client (fetch with headers) resumes across origins: the
+/// preflight allows `Authorization` and `Last-Event-ID`.
+#[tokio::test]
+async fn a_listed_origin_may_send_last_event_id() {
+    let app = TestApp::spawn().await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/realtime/stream", app.base))
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization,last-event-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "http://localhost:5173");
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("last-event-id") && allowed.contains("authorization"), "{allowed}");
+}

@@ -6,6 +6,10 @@
 //! previous one is written, so a reader that does not read stops this producer, and
 //! its live events pile up in the subscription's bounded queue until the registry
 //! ends it as too slow. Nothing here buffers more than one storage page.
+//!
+//! The token's expiry is two deadlines of this producer rather than entries in the
+//! sockets' expiry queue (`realtime/expiry.rs`): a stream is already a future that
+//! wakes for its own heartbeats, so its deadlines cost no task and no shared queue.
 
 use std::{convert::Infallible, time::Duration};
 
