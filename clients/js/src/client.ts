@@ -6,12 +6,14 @@ import { Outbox, type Op } from "./queue.js";
 import { Streams, parseKey, streamKey, type Sequenced } from "./streams/cursors.js";
 import { type GetToken, Tokens } from "./tokens.js";
 import { PollingTransport } from "./transport/polling.js";
+import { type SseEventName, SseTransport } from "./transport/sse.js";
 import { NAMESPACES, type Namespace, SocketTransport } from "./transport/socket.js";
 import type {
   AnnotationEvent,
   CursorEvent,
   JoinResult,
   MessageEvent,
+  Mode,
   NotificationEvent,
   OnlinePage,
   Page,
@@ -22,16 +24,25 @@ import type {
 } from "./types.js";
 
 export interface FallbackOptions {
-  /** Switch to HTTP polling after this many failed socket connection attempts in a row (default 3). */
+  /**
+   * Leave sockets (for SSE, or polling) after this many failed connection attempts in a
+   * row (default 3); leave SSE for polling after as many failed SSE attempts.
+   */
   afterFailures: number;
-  /** ...or after this many drops of a connected socket (default 3)... */
+  /** ...or after this many drops of a connected socket (or SSE stream) (default 3)... */
   maxDrops: number;
   /** ...within this window (default 60 s). */
   dropWindowMs: number;
-  /** While polling, check this often whether sockets work again (default 10 s). */
+  /** While on SSE or polling, check this often whether sockets work again (default 10 s). */
   probeIntervalMs: number;
   /** Long-poll `wait`, seconds (default 25). */
   pollWaitSeconds: number;
+  /** Try server-sent events before long polling (default true). */
+  sse: boolean;
+  /** An SSE attempt without its `ready` event after this long has failed (default 10 s). */
+  sseReadyTimeoutMs: number;
+  /** An SSE stream silent this long (the server's heartbeat is every 15 s) is reopened (default 45 s). */
+  sseIdleTimeoutMs: number;
 }
 
 export interface ClientOptions {
@@ -83,13 +94,17 @@ const DEFAULT_FALLBACK: FallbackOptions = {
   dropWindowMs: 60_000,
   probeIntervalMs: 10_000,
   pollWaitSeconds: 25,
+  sse: true,
+  sseReadyTimeoutMs: 10_000,
+  sseIdleTimeoutMs: 45_000,
 };
 
 /**
  * The client facade: one API for the four namespaces, whichever transport carries
- * them. Sockets first (socket.io-client, reconnecting with backoff); HTTP long
- * polling when they cannot connect or keep dropping; back to sockets when a probe
- * connects again. Streams resume from their cursors on every switch or reconnect.
+ * them. Sockets first (socket.io-client, reconnecting with backoff); server-sent
+ * events when they cannot connect or keep dropping; HTTP long polling when SSE does
+ * not work either; back to sockets when a probe connects again. Streams resume from
+ * their cursors on every switch or reconnect.
  */
 export class CoursecastClient extends Emitter<ClientEvents> {
   readonly chat: ChatApi;
@@ -111,14 +126,18 @@ export class CoursecastClient extends Emitter<ClientEvents> {
   #me = "";
 
   #status: Status = "offline";
-  #mode: "socket" | "polling" = "socket";
+  #mode: Mode = "socket";
   #started = false;
   #closed = false;
   #socket?: SocketTransport;
   #trial?: SocketTransport;
   #trialTimer?: ReturnType<typeof setTimeout>;
   #polling?: PollingTransport;
+  #sse?: SseTransport;
+  /** `watch()` calls made while on SSE, answered by the next `ready` (or a refusal). */
+  #watchWaiters = new Map<string, { resolve: (ok: { ok: true }) => void; reject: (err: CoursecastError) => void }[]>();
   #probeTimer?: ReturnType<typeof setInterval>;
+  /** Failed connection attempts in a row of the current transport (sockets, then SSE). */
   #failures = 0;
   #drops: number[] = [];
   #syncing = new Set<string>();
@@ -169,7 +188,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
   }
 
   /** Which transport carries the streams now. */
-  get mode(): "socket" | "polling" {
+  get mode(): Mode {
     return this.#mode;
   }
 
@@ -259,7 +278,8 @@ export class CoursecastClient extends Emitter<ClientEvents> {
       // A probe connected: sockets work again. Polling stops; every stream resumes
       // from its cursor over the socket.
       this.#endTrial(false);
-      this.#stopPolling();
+      this.#stopFallback();
+      this.#answerWatches(); // renewed over the socket by #resume("analytics")
       this.#socket = t;
       this.#mode = "socket";
       t.setReconnection(true);
@@ -279,7 +299,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
       const window = this.#fallback.dropWindowMs;
       this.#drops = this.#drops.filter((at) => now - at <= window);
       if (this.#drops.length >= this.#fallback.maxDrops) {
-        this.#startPolling();
+        this.#startFallback();
         return;
       }
     }
@@ -293,7 +313,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     }
     if (t !== this.#socket) return;
     this.#failures += 1;
-    if (this.#fallback && this.#failures >= this.#fallback.afterFailures) this.#startPolling();
+    if (this.#fallback && this.#failures >= this.#fallback.afterFailures) this.#startFallback();
     else if (!this.#fallback && this.#failures >= DEFAULT_FALLBACK.afterFailures) this.#setStatus("offline");
   }
 
@@ -338,12 +358,189 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     ).catch((err) => this.#fatal(toError(err)));
   }
 
-  #startPolling(): void {
-    if (this.#mode === "polling" || this.#closed) return;
+  /** Sockets do not work: SSE (or polling), and a probe every `probeIntervalMs` to come back. */
+  #startFallback(): void {
+    if (this.#mode !== "socket" || this.#closed) return;
     this.#socket?.stop();
     this.#socket = undefined;
-    this.#mode = "polling";
     if (this.#status === "online") this.#setStatus("connecting");
+    const fallback = this.#fallback as FallbackOptions;
+    if (fallback.sse) this.#startSse();
+    else this.#startPolling();
+    this.#probeTimer = setInterval(() => void this.#probe(), fallback.probeIntervalMs);
+  }
+
+  #startSse(): void {
+    const fallback = this.#fallback as FallbackOptions;
+    this.#mode = "sse";
+    this.#failures = 0;
+    this.#drops = [];
+    const sse = new SseTransport(
+      {
+        url: this.#opts.url,
+        readyTimeoutMs: fallback.sseReadyTimeoutMs,
+        idleTimeoutMs: fallback.sseIdleTimeoutMs,
+        delay: (n) => this.#delay(n),
+        specs: () => this.#sseSpecs(),
+      },
+      this.#tokens,
+    );
+    this.#sse = sse;
+    sse.on("ready", (streams) => {
+      if (sse === this.#sse) this.#onSseReady(streams);
+    });
+    sse.on("event", (name, payload) => {
+      if (sse === this.#sse) this.#onStored(name, payload as Record<string, unknown> & Sequenced, true);
+    });
+    sse.on("expiring", (gen) => {
+      if (sse === this.#sse) this.#renewSse(sse, gen);
+    });
+    sse.on("failure", (err, gen) => {
+      if (sse === this.#sse) this.#onSseTrouble(sse, err, gen, false);
+    });
+    sse.on("down", (err, gen) => {
+      if (sse === this.#sse) this.#onSseTrouble(sse, err, gen, true);
+    });
+    sse.start();
+  }
+
+  /** What the SSE connection carries: every stream the client follows, each from its cursor. */
+  #sseSpecs(): string[] {
+    const keys = [streamKey("notifications", this.#me), streamKey("progress", this.#me)];
+    for (const ns of ["chat", "collaboration"] as const) {
+      for (const courseId of this.#courses[ns].keys()) keys.push(courseKey(ns, courseId));
+    }
+    const specs = keys.map((key) => {
+      const cursor = this.#streams.cursor(key);
+      return cursor === undefined ? key : `${key}:${cursor}`;
+    });
+    for (const courseId of this.#watched) specs.push(`watch:${courseId}`);
+    return specs;
+  }
+
+  #onSseReady(streams: { stream: string; cursor: number }[]): void {
+    const started = new Map(streams.map(({ stream, cursor }) => [stream, cursor]));
+    for (const [key, cursor] of started) {
+      // A stream joined without `since` starts at the head the server reports.
+      if (!key.startsWith("watch:") && this.#streams.cursor(key) === undefined) this.#streams.track(key, cursor);
+    }
+    this.#failures = 0;
+    this.#setStatus("sse");
+    this.#outbox.kick();
+    for (const ns of ["chat", "collaboration"] as const) {
+      for (const courseId of this.#courses[ns].keys()) {
+        const key = courseKey(ns, courseId);
+        const cursor = this.#streams.cursor(key) ?? started.get(key);
+        if (cursor !== undefined) this.#settle(ns, courseId, { ok: true, courseId, cursor, online: [], onlineCount: 0 });
+      }
+    }
+    for (const [courseId, waiters] of this.#watchWaiters) {
+      if (!this.#watched.has(courseId)) continue;
+      this.#watchWaiters.delete(courseId);
+      for (const w of waiters) w.resolve({ ok: true });
+    }
+  }
+
+  /**
+   * An SSE attempt failed (`up` false) or an open stream ended (`up` true). Token
+   * codes are handled as on sockets; a refused stream is found and dropped; a
+   * server without SSE (404), with SSE off or full (503), or one that refuses our
+   * request (400, e.g. more streams than it takes) sends the client to polling at
+   * once; anything else counts as a failure or a drop, `afterFailures` failures in a
+   * row or `maxDrops` drops within `dropWindowMs` send it to polling too.
+   */
+  #onSseTrouble(sse: SseTransport, err: CoursecastError, gen: number, up: boolean): void {
+    const fallback = this.#fallback as FallbackOptions;
+    if (err.code === "TOKEN_EXPIRED") {
+      this.#tokens.expired(gen).then(
+        () => sse.reconnect(),
+        (e) => this.#fatal(toError(e)),
+      );
+      return;
+    }
+    if (err.code === "TOKEN_INVALID" || err.code === "TOKEN_MISSING") {
+      this.#fatal(err);
+      return;
+    }
+    if (err.code === "FORBIDDEN" || err.code === "NOT_FOUND") {
+      void this.#sseRefused(sse, err);
+      return;
+    }
+    if (err.status === 503) {
+      this.#startPolling(); // SSE switched off, the node full, or a proxy without it: expected
+      return;
+    }
+    if (!err.transient) {
+      this.#report(err); // VALIDATION_FAILED (e.g. more streams than the server takes), INTERNAL
+      this.#startPolling();
+      return;
+    }
+    if (up) {
+      const now = Date.now();
+      this.#drops = [...this.#drops.filter((at) => now - at <= fallback.dropWindowMs), now];
+      if (this.#drops.length >= fallback.maxDrops) this.#startPolling();
+      else this.#setStatus("connecting");
+      return;
+    }
+    this.#failures += 1;
+    if (this.#failures >= fallback.afterFailures) this.#startPolling();
+  }
+
+  /**
+   * SSE refused with FORBIDDEN or NOT_FOUND, without saying which stream: ask each
+   * course stream over HTTP and drop the refused ones; else drop the watches not yet
+   * confirmed by a `ready`. If none is to blame, the server has no SSE endpoint (an
+   * older one): poll.
+   */
+  async #sseRefused(sse: SseTransport, err: CoursecastError): Promise<void> {
+    let blamed = false;
+    for (const ns of ["chat", "collaboration"] as const) {
+      for (const courseId of [...this.#courses[ns].keys()]) {
+        const key = courseKey(ns, courseId);
+        try {
+          await this.#http.request("GET", `${streamPath(key)}?since=${this.#streams.cursor(key) ?? 0}&limit=1&wait=0`);
+        } catch (e) {
+          const refused = toError(e);
+          if (refused.transient) continue;
+          blamed = true;
+          this.#streamRefused(key, refused);
+        }
+      }
+    }
+    if (sse !== this.#sse) return;
+    if (!blamed && this.#watchWaiters.size > 0) {
+      blamed = true;
+      for (const [courseId, waiters] of this.#watchWaiters) {
+        this.#watched.delete(courseId);
+        for (const w of waiters) w.reject(err);
+      }
+      this.#watchWaiters.clear();
+    }
+    if (blamed) sse.reconnect();
+    else this.#startPolling();
+  }
+
+  /** `session:expiring` on SSE: fetch a fresh token and reopen with it (resuming by the last id). */
+  #renewSse(sse: SseTransport, gen: number): void {
+    this.#tokens.renew(gen).then(
+      (token) => {
+        if (token.gen !== gen && sse === this.#sse) sse.reopen();
+      },
+      (e) => {
+        const err = toError(e);
+        if (!err.transient) this.#report(err);
+      },
+    );
+  }
+
+  /** SSE does not work (or is switched off): long polling of every stream. */
+  #startPolling(): void {
+    if (this.#mode === "polling" || this.#closed) return;
+    this.#sse?.stop();
+    this.#sse = undefined;
+    this.#mode = "polling";
+    if (this.#status === "sse") this.#setStatus("connecting");
+    this.#answerWatches(); // polling has no watch endpoint: kept for the return to sockets
     const fallback = this.#fallback as FallbackOptions;
     const polling = new PollingTransport(this.#http, this.#streams, fallback.pollWaitSeconds, (n) => this.#delay(n));
     this.#polling = polling;
@@ -362,10 +559,17 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     for (const ns of ["chat", "collaboration"] as const) {
       for (const courseId of this.#courses[ns].keys()) this.#pollCourse(ns, courseId);
     }
-    this.#probeTimer = setInterval(() => void this.#probe(), fallback.probeIntervalMs);
   }
 
-  #stopPolling(): void {
+  /** Watches made on SSE and not yet confirmed, answered when the client leaves SSE. */
+  #answerWatches(): void {
+    for (const waiters of this.#watchWaiters.values()) for (const w of waiters) w.resolve({ ok: true });
+    this.#watchWaiters.clear();
+  }
+
+  #stopFallback(): void {
+    this.#sse?.stop();
+    this.#sse = undefined;
     this.#polling?.stop();
     this.#polling = undefined;
     if (this.#probeTimer) clearInterval(this.#probeTimer);
@@ -373,14 +577,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
   }
 
   #pollStream(key: string): Promise<number> | undefined {
-    const { kind, id } = parseKey(key);
-    const path = {
-      messages: "/api/realtime/messages/",
-      annotations: "/api/realtime/annotations/",
-      notifications: "/api/realtime/notifications/",
-      progress: "/api/realtime/progress/",
-    }[kind];
-    return this.#polling?.watch(key, path + encodeURIComponent(id));
+    return this.#polling?.watch(key, streamPath(key));
   }
 
   #pollCourse(ns: CourseNs, courseId: string): void {
@@ -390,9 +587,9 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     );
   }
 
-  /** While polling: is the server up and do sockets connect again? */
+  /** While on SSE or polling: is the server up and do sockets connect again? */
   async #probe(): Promise<void> {
-    if (this.#mode !== "polling" || this.#trial || this.#closed) return;
+    if (!this.#mayProbe()) return;
     try {
       const ping = await this.#http.request<{ websocket?: { available?: boolean } }>("POST", "/api/realtime/ping", {
         auth: false,
@@ -402,9 +599,13 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     } catch {
       return;
     }
-    if (this.#mode !== "polling" || this.#trial || this.#closed) return;
+    if (!this.#mayProbe()) return; // a switch or close while the ping was out
     this.#trial = this.#startSocket(true);
     this.#trialTimer = setTimeout(() => this.#endTrial(true), this.#opts.connectTimeoutMs + 2000);
+  }
+
+  #mayProbe(): boolean {
+    return this.#mode !== "socket" && !this.#trial && !this.#closed;
   }
 
   #endTrial(stop: boolean): void {
@@ -425,13 +626,15 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     this.#endTrial(true);
     this.#socket?.stop();
     this.#socket = undefined;
-    this.#stopPolling();
+    this.#stopFallback();
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     this.#outbox.close(err);
     for (const ns of ["chat", "collaboration"] as const) {
       for (const sub of this.#courses[ns].values()) for (const w of sub.waiters.splice(0)) w.reject(err);
     }
+    for (const waiters of this.#watchWaiters.values()) for (const w of waiters) w.reject(err);
+    this.#watchWaiters.clear();
     this.#setStatus("offline");
   }
 
@@ -442,7 +645,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     this.emit("status", status, previous);
   }
 
-  /** Backoff for retries of our own (writes, polls): like socket.io-client's. */
+  /** Backoff for retries of our own (writes, polls, SSE): like socket.io-client's. */
   #delay(attempt: number): number {
     const o = this.#opts;
     const base = Math.min(o.reconnectionDelay * 2 ** Math.min(attempt - 1, 30), o.reconnectionDelayMax);
@@ -535,7 +738,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     }
   }
 
-  /** A live event skipped ahead of its stream's cursor: read the hole (polling reads it anyway). */
+  /** A live event skipped ahead of its stream's cursor: read the hole (polling and SSE read in order anyway). */
   #onGap(key: string): void {
     if (this.#mode !== "socket") return;
     const { kind, id } = parseKey(key);
@@ -557,6 +760,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
       const sub = this.#courses[ns].get(id);
       this.#courses[ns].delete(id);
       this.#polling?.unwatch(key);
+      this.#sse?.reopen();
       for (const w of sub?.waiters.splice(0) ?? []) w.reject(err);
     }
     this.#report(err);
@@ -591,26 +795,45 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     const p = (payload ?? {}) as Record<string, unknown> & Sequenced;
     switch (`${ns}:${name}`) {
       case "chat:message":
-        return this.#streams.live(streamKey("messages", String(p.courseId)), p);
+        return this.#onStored("message", p, false);
       case "chat:presence":
         return this.chat.emit("presence", p as unknown as PresenceEvent);
       case "chat:typing":
         return this.chat.emit("typing", p as unknown as TypingEvent);
       case "collaboration:annotation":
-        return this.#streams.live(streamKey("annotations", String(p.courseId)), p);
+        return this.#onStored("annotation", p, false);
       case "collaboration:presence":
         return this.collaboration.emit("presence", p as unknown as PresenceEvent);
       case "collaboration:cursor":
         return this.collaboration.emit("cursor", p as unknown as CursorEvent);
       case "notifications:notification":
-        return this.#streams.live(streamKey("notifications", String(p.userId)), p);
+        return this.#onStored("notification", p, false);
       case "analytics:progress":
-        return this.#streams.live(streamKey("progress", String(p.userId)), p);
+        return this.#onStored("progress", p, false);
     }
     if (name === "session:expiring") this.#reauth(t, ns);
     else if (name === "error") {
       this.#report(new CoursecastError(String(p.code ?? "INTERNAL"), String(p.message ?? "server error")));
     }
+  }
+
+  /**
+   * A stored event to its stream: a socket broadcast (`ordered` false: it may have
+   * skipped one), or an SSE event (`ordered`: the contract sends each stream in order
+   * and without holes from the cursor it opened with, so it counts as a page of one).
+   */
+  #onStored(name: SseEventName, p: Record<string, unknown> & Sequenced, ordered: boolean): void {
+    const [kind, id] = (
+      {
+        message: ["messages", p.courseId],
+        annotation: ["annotations", p.courseId],
+        notification: ["notifications", p.userId],
+        progress: ["progress", p.userId],
+      } as const
+    )[name];
+    const key = streamKey(kind, String(id));
+    if (ordered) this.#streams.page(key, [p], true);
+    else this.#streams.live(key, p);
   }
 
   /** `session:expiring`: get a fresh token and hand it to the live socket (`reauth`). */
@@ -638,7 +861,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     if (this.#mode === "socket" && this.#socket?.isConnected(op.namespace)) {
       return this.#socket.request(op.namespace, op.event, op.payload, this.#opts.ackTimeoutMs);
     }
-    if (this.#mode === "polling" && this.#status === "polling") {
+    if ((this.#mode === "polling" && this.#status === "polling") || (this.#mode === "sse" && this.#status === "sse")) {
       return this.#http.request(op.http.method, op.http.path, { body: op.http.body });
     }
     return undefined;
@@ -660,6 +883,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     const subscription = sub;
     const result = new Promise<JoinResult>((resolve, reject) => subscription.waiters.push({ resolve, reject }));
     if (this.#mode === "socket") void this.#resumeCourse(ns, courseId);
+    else if (this.#mode === "sse") this.#sse?.reopen();
     else this.#pollCourse(ns, courseId);
     return result;
   }
@@ -670,6 +894,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     this.#courses[ns].delete(courseId);
     for (const w of sub?.waiters.splice(0) ?? []) w.reject(new CoursecastError("CLOSED", "left before the join completed"));
     this.#polling?.unwatch(courseKey(ns, courseId));
+    if (sub) this.#sse?.reopen();
     if (this.#mode === "socket" && this.#socket?.isConnected(ns)) {
       await this.#socket.request(ns, "leave", { courseId }, this.#opts.ackTimeoutMs);
     }
@@ -705,6 +930,16 @@ export class CoursecastClient extends Emitter<ClientEvents> {
 
   /** @internal */
   async _watch(courseId: string): Promise<{ ok: true }> {
+    if (this.#mode === "sse" && this.#sse && !this.#watched.has(courseId)) {
+      this.#watched.add(courseId);
+      const answered = new Promise<{ ok: true }>((resolve, reject) => {
+        const waiters = this.#watchWaiters.get(courseId) ?? [];
+        waiters.push({ resolve, reject });
+        this.#watchWaiters.set(courseId, waiters);
+      });
+      this.#sse.reopen();
+      return answered;
+    }
     this.#watched.add(courseId);
     if (this.#mode === "socket" && this.#socket?.isConnected("analytics")) {
       try {
@@ -720,4 +955,16 @@ export class CoursecastClient extends Emitter<ClientEvents> {
 
 function courseKey(ns: CourseNs, courseId: string): string {
   return streamKey(ns === "chat" ? "messages" : "annotations", courseId);
+}
+
+/** The HTTP endpoint of a stored stream (long polling, catch-up reads). */
+function streamPath(key: string): string {
+  const { kind, id } = parseKey(key);
+  const path = {
+    messages: "/api/realtime/messages/",
+    annotations: "/api/realtime/annotations/",
+    notifications: "/api/realtime/notifications/",
+    progress: "/api/realtime/progress/",
+  }[kind];
+  return path + encodeURIComponent(id);
 }

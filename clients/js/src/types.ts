@@ -95,14 +95,20 @@ export interface JoinResult {
   courseId: string;
   /** The stream's cursor after the replay. */
   cursor: number;
-  /** The first page (at most 100) of users online in the room (sockets only; empty while polling). */
+  /** The first page (at most 100) of users online in the room (sockets only; empty on SSE and polling). */
   online: string[];
-  /** How many users are online in the room (0 while polling). */
+  /** How many users are online in the room (0 on SSE and polling). */
   onlineCount: number;
 }
 
-/** `connecting`: socket not up yet; `online`: sockets; `polling`: HTTP fallback; `offline`: nothing works. */
-export type Status = "connecting" | "online" | "polling" | "offline";
+/**
+ * `connecting`: the current transport is not up (yet); `online`: sockets; `sse`: the
+ * server-sent-events fallback; `polling`: the long-polling fallback; `offline`: nothing works.
+ */
+export type Status = "connecting" | "online" | "sse" | "polling" | "offline";
+
+/** The transport that carries the streams: sockets, server-sent events, or long polling. */
+export type Mode = "socket" | "sse" | "polling";
 
 /** A page of a stored stream, as the socket `sync` ack and the polling endpoints answer. */
 export interface Page<E> {

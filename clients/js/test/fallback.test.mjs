@@ -1,15 +1,15 @@
 // Fallback to HTTP long polling when Socket.IO is refused (a proxy in front of the
 // server refuses /socket.io/, both Engine.IO polling and the WebSocket upgrade, and
-// passes /api), and the return to sockets once they work again.
+// the SSE endpoint, and passes the rest of /api), and the return to sockets once they
+// work again. SSE, the fallback tried before polling, is in sse.test.mjs.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
   allMessages,
-  api,
   assertInOrder,
   makeClient,
+  notifyAndReport,
   record,
-  serviceToken,
   startProxy,
   startServer,
   waitFor,
@@ -20,6 +20,7 @@ let proxy;
 before(async () => {
   server = await startServer({ students: 3 });
   proxy = await startProxy(server.url);
+  proxy.blockSse(); // a proxy that does not stream: SSE is refused, so the client polls
 });
 after(async () => {
   await proxy?.close();
@@ -27,7 +28,7 @@ after(async () => {
 });
 
 test("sockets refused mid-session: polling carries every stream, then sockets come back", async (t) => {
-  const { courseId, professor } = server.seed;
+  const { courseId } = server.seed;
   const [a, b] = server.seed.users;
   const alice = makeClient(proxy.url, a.token); // behind the proxy
   const bob = makeClient(server.url, b.token); // direct
@@ -53,18 +54,7 @@ test("sockets refused mid-session: polling carries every stream, then sockets co
   // Receiving while polling: chat, notifications, analysis progress.
   for (const n of [2, 3, 4]) await bob.chat.send(courseId, `b${n} while alice polls`);
   await waitFor(() => la.messages.length === 5, "alice polls bob's messages", 10_000);
-  const note = await api(server.url, "POST", "/api/notifications", {
-    token: professor.token,
-    body: { userId: a.id, notificationType: "ASSIGNMENT_DUE", title: "Due", message: "Essay due", priority: "HIGH" },
-  });
-  assert.equal(note.status, 201, JSON.stringify(note.body));
-  const analysis = await api(server.url, "POST", "/api/analyses", { token: a.token, body: { courseId, input: {} } });
-  assert.equal(analysis.status, 201, JSON.stringify(analysis.body));
-  const progress = await api(server.url, "POST", `/api/analyses/${analysis.body.analysisId}/progress`, {
-    token: serviceToken(),
-    body: { progress: 40, data: { step: "features" } },
-  });
-  assert.equal(progress.status, 200, JSON.stringify(progress.body));
+  await notifyAndReport(server, a, "Due", 40);
   await waitFor(() => la.notifications.some((n) => n.title === "Due"), "notification while polling", 10_000);
   await waitFor(() => la.progress.some((p) => p.progress === 40), "progress while polling", 10_000);
 

@@ -82,6 +82,26 @@ export async function api(base, method, pathname, { token, body } = {}) {
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
+/**
+ * Events for `user`'s own streams: a notification titled `title` (sent by the
+ * professor), and an analysis of theirs at `progress` percent (reported by the service).
+ */
+export async function notifyAndReport(server, user, title, progress) {
+  const { courseId, professor } = server.seed;
+  const note = await api(server.url, "POST", "/api/notifications", {
+    token: professor.token,
+    body: { userId: user.id, notificationType: "ASSIGNMENT_DUE", title, message: `${title}: essay due`, priority: "HIGH" },
+  });
+  if (note.status !== 201) throw new Error(`POST /api/notifications: ${note.status} ${JSON.stringify(note.body)}`);
+  const analysis = await api(server.url, "POST", "/api/analyses", { token: user.token, body: { courseId, input: {} } });
+  if (analysis.status !== 201) throw new Error(`POST /api/analyses: ${analysis.status} ${JSON.stringify(analysis.body)}`);
+  const report = await api(server.url, "POST", `/api/analyses/${analysis.body.analysisId}/progress`, {
+    token: serviceToken(),
+    body: { progress, data: { step: "features" } },
+  });
+  if (report.status !== 200) throw new Error(`POST progress: ${report.status} ${JSON.stringify(report.body)}`);
+}
+
 /** Every stored message of a course, oldest first (HTTP, no wait). */
 export async function allMessages(base, token, courseId) {
   const out = [];
@@ -182,8 +202,9 @@ export async function startServer({ students = 3, env: overrides = {} } = {}) {
 
 /**
  * An HTTP proxy in front of `target` that can refuse Socket.IO (both Engine.IO
- * polling and the WebSocket upgrade) while passing `/api` through, and can answer
- * chosen requests by cutting the connection after the server handled them.
+ * polling and the WebSocket upgrade) and the SSE endpoint while passing the rest of
+ * `/api` through, cut live SSE streams, and answer chosen requests by cutting the
+ * connection after the server handled them.
  */
 export async function startProxy(target) {
   const upstream = new URL(target);
@@ -192,27 +213,30 @@ export async function startProxy(target) {
     /** Cut every request: the server looks unreachable. */
     down: false,
     blockSockets: false,
+    blockSse: false,
     /** (req, body) => true: forward, then cut the client connection instead of answering. */
     dropAnswer: null,
     requests: [],
   };
   const isSocketIo = (url) => url.startsWith("/socket.io");
+  const isSse = (url) => url.startsWith("/api/realtime/stream");
 
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
       const body = Buffer.concat(chunks);
-      state.requests.push({ method: req.method, url: req.url, body: body.toString() });
+      state.requests.push({ method: req.method, url: req.url, body: body.toString(), headers: req.headers });
       if (state.down) {
         req.socket.destroy();
         return;
       }
-      if (state.blockSockets && isSocketIo(req.url)) {
+      if ((state.blockSockets && isSocketIo(req.url)) || (state.blockSse && isSse(req.url))) {
         res.writeHead(503, { "content-type": "text/plain", connection: "close" });
-        res.end("sockets blocked by the test proxy");
+        res.end("blocked by the test proxy");
         return;
       }
+      req.socket.isSse = isSse(req.url); // a kept-alive connection serves one request at a time
       const drop = state.dropAnswer?.(req, body.toString());
       const out = http.request(
         { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
@@ -279,6 +303,18 @@ export async function startProxy(target) {
     },
     allowSockets() {
       state.blockSockets = false;
+    },
+    /** Refuse the SSE endpoint (503, as a proxy without it would) and cut the live streams. */
+    blockSse() {
+      state.blockSse = true;
+      this.cutSse();
+    },
+    allowSse() {
+      state.blockSse = false;
+    },
+    /** Cut every live SSE stream once; new ones are allowed. */
+    cutSse() {
+      for (const socket of open) if (socket.isSse) socket.destroy();
     },
     /** Cut every connection and refuse everything until `up()`. */
     down() {

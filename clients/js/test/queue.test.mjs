@@ -67,6 +67,7 @@ test("an attempt whose answer is lost is retried with the same clientMsgId: one 
   const proxy = await startProxy(server.url);
   t.after(() => proxy.close());
   proxy.state.blockSockets = true; // HTTP fallback: every write is a POST we can see
+  proxy.state.blockSse = true; // and polling rather than SSE
   // The server handles the first POST of a message, then the proxy cuts the connection
   // instead of answering: the client cannot know whether it was stored.
   let cut = 0;

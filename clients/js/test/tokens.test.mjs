@@ -90,6 +90,7 @@ test("while polling, an HTTP TOKEN_EXPIRED is refreshed once and polling goes on
   const proxy = await startProxy(server.url);
   t.after(() => proxy.close());
   proxy.state.blockSockets = true;
+  proxy.state.blockSse = true;
   const user = server.seed.users[1];
   let calls = 0;
   // The socket never gets to see the first token (sockets blocked); HTTP refuses it as expired.

@@ -1,13 +1,14 @@
 /**
- * Cursors per stream and exactly-once, in-order delivery (PROTOCOL.md sections 3, 5).
+ * Cursors per stream and exactly-once, in-order delivery (PROTOCOL.md sections 3, 5),
+ * whichever transport carried the events (sockets, SSE, long polling).
  *
  * A stream is `messages:<courseId>`, `annotations:<courseId>`, `notifications:<userId>`
  * or `progress:<userId>`. Its cursor is the highest `seq` delivered to the app; any
  * event at or below it is a duplicate (live and replayed, or replayed twice) and is
  * dropped. Events come from two kinds of source:
  *
- * - pages (a `join`/`sync` ack, a polling answer): complete and ordered, delivered as
- *   they are;
+ * - pages (a `join`/`sync` ack, a polling answer, each SSE event: an SSE stream is
+ *   complete and ordered from the cursor it was opened with): delivered as they are;
  * - live events (socket broadcasts): held back while the stream is being replayed,
  *   and held back when one skips ahead of the cursor (`seq > cursor + 1`; the server
  *   numbers each stream 1, 2, 3, ...), which asks for a catch-up read (`onGap`) whose
