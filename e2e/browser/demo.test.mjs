@@ -1,6 +1,7 @@
 // The demo page (clients/js/demo/dist, served by the real server at /demo/) in
 // headless Chromium: two users chat in two browser contexts; then Socket.IO is
-// blocked for one of them, which keeps sending and receiving through HTTP polling.
+// blocked for one of them, who keeps sending and receiving over server-sent events,
+// then SSE is blocked too and he goes on over HTTP long polling.
 //
 // Needs: the server binary (target/debug/coursecast, or COURSECAST_BIN), the built
 // demo (clients/js: npm run build && npm run build:demo), Debian's chromium
@@ -10,6 +11,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -108,14 +110,59 @@ after(async () => {
 });
 
 /**
- * A browser context whose Socket.IO traffic can be blocked: Engine.IO polling requests
- * are aborted and WebSockets closed (the live one too) while `blocked` is set.
+ * A pass-through HTTP proxy to the server whose open connections can be cut: the
+ * browser cannot be made to drop a live response it streams (going offline does not),
+ * so a context's SSE requests are sent through one of these.
+ */
+async function startCutter() {
+  const upstream = new URL(server.url);
+  const open = new Set();
+  const proxy = http.createServer((req, res) => {
+    const out = http.request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    out.on("error", () => res.destroy());
+    res.on("close", () => out.destroy());
+    req.pipe(out);
+  });
+  proxy.on("connection", (socket) => {
+    open.add(socket);
+    socket.on("close", () => open.delete(socket));
+  });
+  const port = await freePort();
+  await new Promise((resolve) => proxy.listen(port, "127.0.0.1", resolve));
+  const cut = () => open.forEach((socket) => socket.destroy());
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut,
+    close() {
+      cut();
+      return new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
+/**
+ * A browser context whose Socket.IO traffic can be blocked (Engine.IO polling requests
+ * are aborted and WebSockets closed, the live one too, while `blocked` is set), and
+ * whose SSE requests can be refused (503, as a proxy without streaming would answer)
+ * after the live stream is cut.
  */
 async function openUser(user) {
   const context = await browser.newContext({ viewport: { width: 1200, height: 820 } });
   const sockets = new Set();
-  const gate = { blocked: false };
+  const gate = { blocked: false, sseBlocked: false };
+  const cutter = await startCutter();
   await context.route("**/socket.io/**", (route) => (gate.blocked ? route.abort("connectionrefused") : route.continue()));
+  await context.route(/\/api\/realtime\/stream\?/, (route) => {
+    if (gate.sseBlocked) return route.fulfill({ status: 503, contentType: "text/plain", body: "SSE blocked by the test" });
+    const { pathname, search } = new URL(route.request().url());
+    return route.continue({ url: cutter.url + pathname + search }); // unseen by the page
+  });
   await context.routeWebSocket(/\/socket\.io\//, (ws) => {
     if (gate.blocked) {
       ws.close({ code: 1011, reason: "blocked by the test" });
@@ -127,6 +174,8 @@ async function openUser(user) {
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (err) => problems.push(err.message));
+  const requests = [];
+  page.on("request", (request) => requests.push(request.url()));
   await page.goto(`${server.url}/demo/`);
   await page.fill("#login-form input[name=email]", user.email);
   await page.fill("#login-form input[name=password]", user.password);
@@ -134,14 +183,23 @@ async function openUser(user) {
   return {
     page,
     context,
+    cutter,
     problems,
+    /** Long polls (GETs of a stream that wait) made so far. */
+    longPolls: () => requests.filter((url) => /\/api\/realtime\/[a-z]+\/[^?]+\?.*wait=[1-9]/.test(url)).length,
     block() {
       gate.blocked = true;
       for (const ws of sockets) ws.close({ code: 1001, reason: "blocked by the test" });
       sockets.clear();
     },
+    /** Refuses SSE from now on, and cuts the live stream. */
+    blockSse() {
+      gate.sseBlocked = true;
+      cutter.cut();
+    },
     allow() {
       gate.blocked = false;
+      gate.sseBlocked = false;
     },
   };
 }
@@ -164,12 +222,25 @@ async function waitTexts(page, expected) {
   assert.deepEqual(await texts(page), expected, "every message once, in order");
 }
 
-test("two users chat on the demo page; with Socket.IO blocked one of them goes on over polling", async (t) => {
+/** `asker` writes `question`, `answerer` sees it and writes `answer`: both pages show `chat` plus the two. */
+async function exchange(chat, asker, question, answerer, answer) {
+  await send(asker, question);
+  chat.push(question);
+  await waitTexts(answerer, chat);
+  await send(answerer, answer);
+  chat.push(answer);
+  await waitTexts(asker, chat);
+  await waitTexts(answerer, chat);
+}
+
+test("two users chat on the demo page; with Socket.IO blocked one goes on over SSE, then over polling", async (t) => {
   const { courseId, professor, users } = server.seed;
   const [u1, u2] = users;
   const a = await openUser(u1);
   const b = await openUser(u2);
-  t.after(() => Promise.all([a.context.close(), b.context.close()]).catch(() => {}));
+  t.after(() =>
+    Promise.all([a.context.close(), b.context.close(), a.cutter.close(), b.cutter.close()]).catch(() => {}),
+  );
 
   await Promise.all([status(a.page, "online"), status(b.page, "online")]);
   await b.page.waitForFunction(() => document.querySelectorAll("#presence li").length === 2, null, { timeout: STEP_MS });
@@ -183,23 +254,32 @@ test("two users chat on the demo page; with Socket.IO blocked one of them goes o
   const chat = ["Hello from Ada over a WebSocket", "Hi Ada, Ben here"];
   await waitTexts(a.page, chat);
 
-  // Socket.IO blocked for Ben: his client falls back to HTTP long polling.
-  b.block();
-  await status(b.page, "polling");
-  await send(a.page, "Ben, can you still read me?");
-  chat.push("Ben, can you still read me?");
-  await waitTexts(b.page, chat);
-  await send(b.page, "Yes, through long polling");
-  chat.push("Yes, through long polling");
-  await waitTexts(a.page, chat);
-  await waitTexts(b.page, chat);
+  assert.equal(await a.page.textContent("#transport"), "via Socket.IO");
 
-  // His notifications and analysis progress keep coming too.
+  // Socket.IO blocked for Ben: his client falls back to server-sent events.
+  b.block();
+  await status(b.page, "sse");
+  assert.equal(await b.page.textContent("#transport"), "via server-sent events");
+  await exchange(chat, a.page, "Ben, can you still read me?", b.page, "Yes, over server-sent events");
+  // His notifications arrive on the same stream.
   await api("POST", "/api/notifications", professor.token, {
     userId: u2.id, notificationType: "ASSIGNMENT_DUE", title: "Essay due Friday",
     message: "Submit your essay on the course page.", priority: "HIGH",
   });
   await b.page.waitForSelector("#notifications li.unread", { timeout: STEP_MS });
+  assert.equal(await b.page.textContent("#status"), "sse");
+  assert.equal(b.longPolls(), 0, "one SSE connection, no long poll per stream");
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await b.page.screenshot({ path: path.join(ARTIFACTS, "demo-sse.png"), fullPage: true });
+
+  // SSE refused too (a proxy that does not stream): long polling.
+  b.blockSse();
+  await status(b.page, "polling");
+  assert.equal(await b.page.textContent("#transport"), "via HTTP long polling");
+  assert.ok(b.longPolls() > 0, "long polls now");
+  await exchange(chat, a.page, "And now?", b.page, "Yes, through long polling");
+
+  // His analysis progress keeps coming too.
   await b.page.click("#start-analysis");
   await b.page.waitForSelector("#analysis-id[data-analysis-id]", { timeout: STEP_MS });
   const analysisId = await b.page.getAttribute("#analysis-id", "data-analysis-id");
@@ -212,11 +292,10 @@ test("two users chat on the demo page; with Socket.IO blocked one of them goes o
     const fill = document.querySelector("#progress-fill");
     return fill.getBoundingClientRect().width >= 0.64 * fill.parentElement.getBoundingClientRect().width;
   }, null, { timeout: STEP_MS });
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   await b.page.screenshot({ path: path.join(ARTIFACTS, "demo.png"), fullPage: true });
   await a.page.screenshot({ path: path.join(ARTIFACTS, "demo-online.png"), fullPage: true });
 
-  // Sockets allowed again: the next probe takes Ben back to them.
+  // Sockets and SSE allowed again: the next probe takes Ben back to sockets.
   b.allow();
   await b.page.waitForSelector('#status[data-status="online"]', { timeout: 20_000 });
   await send(b.page, "Back on sockets");

@@ -3,6 +3,7 @@
 import {
   type CoursecastClient,
   type MessageEvent,
+  type Mode,
   type NotificationEvent,
   type ProgressEvent,
   type Status,
@@ -264,11 +265,21 @@ function setProgress(pct: number, label: string): void {
   $("#progress-label").textContent = label;
 }
 
+const TRANSPORTS: Record<Mode, string> = {
+  socket: "via Socket.IO",
+  sse: "via server-sent events",
+  polling: "via HTTP long polling",
+};
+
 function showStatus(status: Status): void {
   const badge = $("#status");
   badge.textContent = status;
   badge.className = `status ${status}`;
   badge.dataset.status = status;
+  // Which transport carries the streams (the status says whether it works).
+  const transport = $("#transport");
+  transport.textContent = status === "offline" ? "" : TRANSPORTS[client.mode];
+  transport.dataset.mode = client.mode;
   // Presence and typing travel over sockets only: while polling they may be stale.
   $("#presence").classList.toggle("stale", status !== "online");
   $("#presence").title = status === "online" ? "" : "presence is live over sockets only";
