@@ -216,3 +216,44 @@ test("a token near its expiry: session:expiring makes the SSE stream reopen with
   assert.equal(carol.status, "sse");
   assert.deepEqual(lc.errors, []);
 });
+
+test("on SSE, a join the server refuses rejects with its code; the other streams go on", async (t) => {
+  const { courseId, professor } = server.seed;
+  const [a, b] = server.seed.users;
+  const other = await api(server.url, "POST", "/api/courses", { token: professor.token, body: { title: "Not alice's" } });
+  assert.equal(other.status, 201, JSON.stringify(other.body));
+  proxy.blockSockets();
+  t.after(() => proxy.allowSockets());
+  const alice = makeClient(proxy.url, a.token, { fallback: { afterFailures: 2 } });
+  t.after(() => alice.close());
+  const la = record(alice);
+  await alice.chat.join(courseId);
+  assert.equal(alice.status, "sse");
+  await assert.rejects(alice.chat.join(other.body.course.id), { code: "FORBIDDEN" });
+  assert.deepEqual(
+    la.errors.map((e) => [e.code, e.fatal]),
+    [["FORBIDDEN", false]],
+    "reported, not fatal",
+  );
+  await post(b, "after the refused join");
+  await waitFor(() => la.messages.some((m) => m.content === "after the refused join"), "the joined course goes on");
+  assert.equal(alice.status, "sse");
+  const last = new URL(sseRequests().at(-1).url, proxy.url).searchParams.get("streams");
+  assert.ok(!last.includes(other.body.course.id), `the refused course is no longer asked for: ${last}`);
+});
+
+test("on SSE, a professor's watch carries the course's analysis progress", async (t) => {
+  const { courseId, professor } = server.seed;
+  const [a] = server.seed.users;
+  proxy.blockSockets();
+  t.after(() => proxy.allowSockets());
+  const prof = makeClient(proxy.url, professor.token, { fallback: { afterFailures: 2 } });
+  t.after(() => prof.close());
+  const lp = record(prof);
+  await waitFor(() => prof.status === "sse", "the professor on SSE");
+  assert.deepEqual(await prof.analytics.watch(courseId), { ok: true });
+  assert.match(new URL(sseRequests().at(-1).url, proxy.url).searchParams.get("streams"), new RegExp(`watch:${courseId}`));
+  await notifyAndReport(server, a, "Watched", 55);
+  await waitFor(() => lp.progress.some((p) => p.userId === a.id && p.progress === 55), "the student's progress, watched");
+  assert.deepEqual(lp.errors, []);
+});
