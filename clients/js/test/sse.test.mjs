@@ -257,3 +257,57 @@ test("on SSE, a professor's watch carries the course's analysis progress", async
   await waitFor(() => lp.progress.some((p) => p.userId === a.id && p.progress === 55), "the student's progress, watched");
   assert.deepEqual(lp.errors, []);
 });
+
+test("end TOKEN_EXPIRED at exp: refreshed once, resumed with the last id, nothing lost", async (t) => {
+  const { courseId } = server.seed;
+  const [, b, c] = server.seed.users;
+  proxy.blockSockets();
+  t.after(() => proxy.allowSockets());
+  // getToken() has nothing fresher at session:expiring; after the server's end it has.
+  const short = userToken(c, 3);
+  const fresh = userToken(c, 3600);
+  let calls = 0;
+  const carol = makeClient(proxy.url, () => (++calls <= 2 ? short : fresh), {
+    fallback: { afterFailures: 2, probeIntervalMs: 60_000 },
+  });
+  t.after(() => carol.close());
+  const lc = record(carol);
+  await carol.chat.join(courseId);
+  assert.equal(carol.status, "sse");
+  const before = sseRequests().length;
+  await waitFor(() => sseRequests().length > before, "a new SSE request after the end at exp", 15_000);
+  const resumed = sseRequests().at(-1);
+  assert.equal(resumed.headers.authorization, `Bearer ${fresh}`);
+  assert.ok(resumed.headers["last-event-id"], "resumed with the last id");
+  await post(b, "to carol after exp");
+  await waitFor(() => lc.messages.some((m) => m.content === "to carol after exp"), "live after the refresh");
+  assert.equal(carol.status, "sse");
+  assert.equal(calls, 3, "initial, session:expiring, the refresh after end");
+  assert.deepEqual(lc.errors, []);
+});
+
+test("logout elsewhere ends the SSE stream with TOKEN_INVALID: the client stops", async (t) => {
+  // Last in this file: the logout refuses every token of this user issued before it.
+  const [, , c] = server.seed.users;
+  proxy.blockSockets();
+  t.after(() => proxy.allowSockets());
+  const token = userToken(c);
+  let calls = 0;
+  const getToken = () => {
+    calls += 1;
+    return token;
+  };
+  const carol = makeClient(proxy.url, getToken, { fallback: { afterFailures: 2 } });
+  t.after(() => carol.close());
+  const lc = record(carol);
+  await waitFor(() => carol.status === "sse", "carol on SSE");
+  const res = await api(server.url, "POST", "/api/auth/logout", { token });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  await waitFor(() => lc.errors.some((e) => e.fatal), "a fatal error", 10_000);
+  assert.deepEqual(
+    lc.errors.map((e) => [e.code, e.fatal]),
+    [["TOKEN_INVALID", true]],
+  );
+  assert.equal(carol.status, "offline");
+  assert.equal(calls, 1, "an invalid token is not refreshed");
+});
