@@ -370,11 +370,14 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     this.#probeTimer = setInterval(() => void this.#probe(), fallback.probeIntervalMs);
   }
 
-  #startSse(): void {
+  /**
+   * SSE carries the streams from its first `ready` on. A `trial` (while polling) runs
+   * beside the polls and takes over at that `ready`; if it fails first, it is stopped
+   * and polling goes on.
+   */
+  #startSse(trial = false): void {
     const fallback = this.#fallback as FallbackOptions;
-    this.#mode = "sse";
-    this.#failures = 0;
-    this.#drops = [];
+    if (!trial) this.#enterSse();
     const sse = new SseTransport(
       {
         url: this.#opts.url,
@@ -387,7 +390,13 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     );
     this.#sse = sse;
     sse.on("ready", (streams) => {
-      if (sse === this.#sse) this.#onSseReady(streams);
+      if (sse !== this.#sse) return;
+      if (this.#mode === "polling") {
+        this.#polling?.stop();
+        this.#polling = undefined;
+        this.#enterSse();
+      }
+      this.#onSseReady(streams);
     });
     sse.on("event", (name, payload) => {
       if (sse === this.#sse) this.#onStored(name, payload as Record<string, unknown> & Sequenced, true);
@@ -396,12 +405,31 @@ export class CoursecastClient extends Emitter<ClientEvents> {
       if (sse === this.#sse) this.#renewSse(sse, gen);
     });
     sse.on("failure", (err, gen) => {
-      if (sse === this.#sse) this.#onSseTrouble(sse, err, gen, false);
+      if (sse !== this.#sse) return;
+      if (this.#mode === "polling") this.#stopSse(); // a failed trial: polling goes on
+      else this.#onSseTrouble(sse, err, gen, false);
     });
     sse.on("down", (err, gen) => {
       if (sse === this.#sse) this.#onSseTrouble(sse, err, gen, true);
     });
     sse.start();
+  }
+
+  #enterSse(): void {
+    this.#mode = "sse";
+    this.#failures = 0;
+    this.#drops = [];
+  }
+
+  /** While polling, once a probe found sockets still refused: does SSE work again? */
+  #trySse(): void {
+    if (this.#mode !== "polling" || this.#sse || this.#closed || !this.#fallback || !this.#fallback.sse) return;
+    this.#startSse(true);
+  }
+
+  #stopSse(): void {
+    this.#sse?.stop();
+    this.#sse = undefined;
   }
 
   /** What the SSE connection carries: every stream the client follows, each from its cursor. */
@@ -536,8 +564,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
   /** SSE does not work (or is switched off): long polling of every stream. */
   #startPolling(): void {
     if (this.#mode === "polling" || this.#closed) return;
-    this.#sse?.stop();
-    this.#sse = undefined;
+    this.#stopSse();
     this.#mode = "polling";
     if (this.#status === "sse") this.#setStatus("connecting");
     this.#answerWatches(); // polling has no watch endpoint: kept for the return to sockets
@@ -568,8 +595,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
   }
 
   #stopFallback(): void {
-    this.#sse?.stop();
-    this.#sse = undefined;
+    this.#stopSse();
     this.#polling?.stop();
     this.#polling = undefined;
     if (this.#probeTimer) clearInterval(this.#probeTimer);
@@ -595,7 +621,10 @@ export class CoursecastClient extends Emitter<ClientEvents> {
         auth: false,
         timeoutMs: 5000,
       });
-      if (ping.websocket?.available === false) return;
+      if (ping.websocket?.available === false) {
+        this.#trySse();
+        return;
+      }
     } catch {
       return;
     }
@@ -608,11 +637,14 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     return this.#mode !== "socket" && !this.#trial && !this.#closed;
   }
 
+  /** The trial socket connected (`stop` false), or failed: then, while polling, try SSE. */
   #endTrial(stop: boolean): void {
     if (this.#trialTimer) clearTimeout(this.#trialTimer);
     this.#trialTimer = undefined;
+    const failed = stop && this.#trial !== undefined;
     if (stop) this.#trial?.stop();
     this.#trial = undefined;
+    if (failed) this.#trySse();
   }
 
   #fatal(err: CoursecastError): void {
@@ -884,7 +916,10 @@ export class CoursecastClient extends Emitter<ClientEvents> {
     const result = new Promise<JoinResult>((resolve, reject) => subscription.waiters.push({ resolve, reject }));
     if (this.#mode === "socket") void this.#resumeCourse(ns, courseId);
     else if (this.#mode === "sse") this.#sse?.reopen();
-    else this.#pollCourse(ns, courseId);
+    else {
+      this.#pollCourse(ns, courseId);
+      this.#sse?.reopen(); // a trial: open with this course too
+    }
     return result;
   }
 
@@ -941,6 +976,7 @@ export class CoursecastClient extends Emitter<ClientEvents> {
       return answered;
     }
     this.#watched.add(courseId);
+    if (this.#mode === "polling") this.#sse?.reopen(); // a trial: open with this watch too
     if (this.#mode === "socket" && this.#socket?.isConnected("analytics")) {
       try {
         await this.#socket.request("analytics", "watch", { courseId }, this.#opts.ackTimeoutMs);

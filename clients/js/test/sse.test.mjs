@@ -163,9 +163,9 @@ test("WebSocket -> SSE -> long polling -> WebSocket, messages sent throughout: e
   proxy.blockSse();
   await waitFor(() => alice.status === "polling", "alice polling", 15_000);
   await sleep(1000);
-  proxy.allowSockets();
-  proxy.allowSse();
+  proxy.allowSockets(); // SSE stays refused, so the probe's way back is the WebSocket
   await waitFor(() => alice.status === "online", "alice back on the WebSocket", 15_000);
+  proxy.allowSse();
   await sleep(500);
   writing = false;
   await Promise.all([bobWrites, aliceWrites]);
@@ -193,6 +193,33 @@ test("WebSocket -> SSE -> long polling -> WebSocket, messages sent throughout: e
     `the path of switches: ${modes}`,
   );
   assert.deepEqual(la.errors.filter((e) => e.fatal), [], "no fatal error");
+});
+
+test("polling while SSE is refused: once SSE works again, a probe's trial stream takes over", async (t) => {
+  const { courseId } = server.seed;
+  const [a, b] = server.seed.users;
+  proxy.blockSockets();
+  proxy.blockSse();
+  t.after(() => {
+    proxy.allowSockets();
+    proxy.allowSse();
+  });
+  const alice = makeClient(proxy.url, a.token, { fallback: { afterFailures: 2, probeIntervalMs: 500 } });
+  t.after(() => alice.close());
+  const la = record(alice);
+  await alice.chat.join(courseId);
+  assert.equal(alice.status, "polling");
+  await post(b, "while alice polls");
+  await waitFor(() => la.messages.length === 1, "the message over polling");
+  proxy.allowSse(); // sockets stay refused
+  await waitFor(() => alice.status === "sse", "alice on SSE after a probe", 10_000);
+  await post(b, "while alice is on SSE");
+  await waitFor(() => la.messages.length === 2, "the message over SSE");
+  assert.deepEqual(
+    la.messages.map((m) => m.content),
+    ["while alice polls", "while alice is on SSE"],
+  );
+  assert.deepEqual(la.errors, []);
 });
 
 test("a token near its expiry: session:expiring makes the SSE stream reopen with a fresh token", async (t) => {
