@@ -23,7 +23,7 @@ use socketioxide::{
     socket::Socket,
 };
 
-use super::{Session, rooms};
+use super::{Session, catalog, rooms};
 use crate::{locks::lock, telemetry::metrics};
 
 /// First pause between two retries; it doubles up to `MAX_PAUSE`.
@@ -121,7 +121,7 @@ fn send<A: Adapter>(socket: &Arc<Socket<A>>, answer: &Answer) -> Result<(), Send
             let Ok(sender) = AckSender::from_message_parts(socket, &mut Packet::Bytes(Default::default()), &Some(*id));
             sender.send(body)
         }
-        Answer::Error(body) => socket.emit("error", body),
+        Answer::Error(body) => socket.emit(catalog::server::ERROR, body),
     }
 }
 

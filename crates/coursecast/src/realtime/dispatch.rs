@@ -43,6 +43,13 @@ where
     F: Fn(Ctx, T) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Reply, AppError>> + Send + 'static,
 {
+    // The catalog is what the contract and docs/asyncapi.yaml promise; a handler
+    // outside it would be an undocumented event.
+    debug_assert!(
+        Namespace::from_path(socket.ns()).is_some_and(|ns| ns.events().client.contains(&event)),
+        "`{event}` is not a client event of {} in realtime::catalog",
+        socket.ns()
+    );
     let session = session.clone();
     let namespace = Namespace::from_path(socket.ns()).map_or("unknown", Namespace::path);
     socket.on(event, move |socket: SocketRef, io: SocketIo, TryData(data): TryData<Value>, replier: Replier<LocalAdapter>| {

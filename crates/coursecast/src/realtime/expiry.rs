@@ -13,7 +13,7 @@ use serde_json::json;
 use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 
-use super::Session;
+use super::{Session, catalog};
 use crate::{locks::lock, streams::Timestamp};
 
 /// `session:expiring` goes out this long before the token's `exp`.
@@ -147,7 +147,7 @@ fn fire(entry: Entry<SocketRef>) {
     match entry.stage {
         Stage::Warn => {
             let expires_at = Timestamp(entry.exp.saturating_mul(1000)).to_rfc3339();
-            if let Err(err) = entry.socket.emit("session:expiring", &json!({"expiresAt": expires_at})) {
+            if let Err(err) = entry.socket.emit(catalog::server::SESSION_EXPIRING, &json!({"expiresAt": expires_at})) {
                 tracing::debug!(error = %err, "session:expiring not delivered");
             }
         }

@@ -3,6 +3,7 @@
 
 mod answers;
 mod broadcaster;
+pub mod catalog;
 pub mod connections;
 mod dispatch;
 mod expiry;

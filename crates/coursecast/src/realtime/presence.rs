@@ -21,7 +21,7 @@ use serde::Serialize;
 use socketioxide::SocketIo;
 use uuid::Uuid;
 
-use super::{Namespace, rooms};
+use super::{Namespace, catalog, rooms};
 use crate::{config::Settings, locks::lock, telemetry::metrics};
 
 /// The bounds of presence, from the settings.
@@ -200,10 +200,12 @@ impl Presence {
     async fn announce(&self, namespace: Namespace, diff: PresenceDiff) {
         let Some(operators) = self.io.of(namespace.path()) else { return };
         let room = rooms::course(diff.course_id);
-        if let Err(err) = operators.to(room).except(rooms::ephemeral_except()).emit("presence", &diff).await {
+        if let Err(err) =
+            operators.to(room).except(rooms::ephemeral_except()).emit(catalog::server::PRESENCE, &diff).await
+        {
             tracing::debug!(error = %err, "presence diff not delivered to every socket");
         }
-        metrics::event_emitted(namespace.path(), "presence");
+        metrics::event_emitted(namespace.path(), catalog::server::PRESENCE);
     }
 
     /// Online users after `after` (from the start without it), at most `limit`.

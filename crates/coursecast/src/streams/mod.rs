@@ -59,7 +59,7 @@ impl StreamKind {
 
     /// The name of the live event that carries one of its events (PROTOCOL.md
     /// section 3, "Event payloads").
-    pub fn event_name(self) -> &'static str {
+    pub const fn event_name(self) -> &'static str {
         match self {
             Self::Messages => "message",
             Self::Annotations => "annotation",

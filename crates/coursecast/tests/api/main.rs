@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod asyncapi;
 mod big_rooms;
 mod chat;
 mod cluster;

@@ -12,6 +12,7 @@ use crate::{
     error::AppError,
     realtime::{
         Session,
+        catalog::client,
         dispatch::{Ctx, Reply},
         rooms,
     },
@@ -20,8 +21,8 @@ use crate::{
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
-    route!(socket, session, state, "sync" => sync);
-    route!(socket, session, state, "watch" => watch);
+    route!(socket, session, state, client::SYNC => sync);
+    route!(socket, session, state, client::WATCH => watch);
 }
 
 #[derive(Deserialize)]

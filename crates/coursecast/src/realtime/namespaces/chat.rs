@@ -13,6 +13,7 @@ use crate::{
     events::commands::event_reply,
     realtime::{
         Namespace, Session,
+        catalog::client,
         dispatch::{Ctx, Reply},
         presence::Ephemeral,
     },
@@ -21,13 +22,13 @@ use crate::{
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
-    route!(socket, session, state, "join" => join);
-    route!(socket, session, state, "leave" => leave);
-    route!(socket, session, state, "presence" => presence);
-    route!(socket, session, state, "send" => send);
-    route!(socket, session, state, "edit" => edit);
-    route!(socket, session, state, "delete" => delete);
-    route!(socket, session, state, "typing" => typing);
+    route!(socket, session, state, client::JOIN => join);
+    route!(socket, session, state, client::LEAVE => leave);
+    route!(socket, session, state, client::PRESENCE => presence);
+    route!(socket, session, state, client::SEND => send);
+    route!(socket, session, state, client::EDIT => edit);
+    route!(socket, session, state, client::DELETE => delete);
+    route!(socket, session, state, client::TYPING => typing);
 }
 
 async fn join(state: &AppState, ctx: Ctx, payload: JoinPayload) -> Result<Reply, AppError> {

@@ -14,6 +14,7 @@ use crate::{
     events::commands::{bounded_json, event_reply},
     realtime::{
         Namespace, Session,
+        catalog::client,
         dispatch::{Ctx, Reply},
         presence::Ephemeral,
     },
@@ -25,11 +26,11 @@ use crate::{
 const MAX_POSITION_BYTES: usize = 1024;
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
-    route!(socket, session, state, "join" => join);
-    route!(socket, session, state, "leave" => leave);
-    route!(socket, session, state, "presence" => presence);
-    route!(socket, session, state, "annotate" => annotate);
-    route!(socket, session, state, "cursor" => cursor);
+    route!(socket, session, state, client::JOIN => join);
+    route!(socket, session, state, client::LEAVE => leave);
+    route!(socket, session, state, client::PRESENCE => presence);
+    route!(socket, session, state, client::ANNOTATE => annotate);
+    route!(socket, session, state, client::CURSOR => cursor);
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,7 @@ use crate::{
     error::AppError,
     events::commands::Membership,
     realtime::{
-        Namespace,
+        Namespace, catalog,
         dispatch::{Ctx, Reply},
         presence::Ephemeral,
         rooms,
@@ -146,8 +146,8 @@ pub async fn relay(
     let relayed = state.realtime.presence.may_relay(namespace, course_id, ctx.session.user.id, kind);
     if relayed {
         let name = match kind {
-            Ephemeral::Typing => "typing",
-            Ephemeral::Cursor => "cursor",
+            Ephemeral::Typing => catalog::server::TYPING,
+            Ephemeral::Cursor => catalog::server::CURSOR,
         };
         let room = ctx.socket.to(rooms::course(course_id)).except(rooms::ephemeral_except());
         if let Err(err) = room.emit(name, &event).await {

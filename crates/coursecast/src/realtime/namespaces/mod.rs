@@ -4,7 +4,7 @@
 
 /// Registers `handler(&AppState, Ctx, Payload)` for an event through `dispatch::on`.
 macro_rules! route {
-    ($socket:expr, $session:expr, $state:expr, $event:literal => $handler:path) => {
+    ($socket:expr, $session:expr, $state:expr, $event:expr => $handler:path) => {
         $crate::realtime::dispatch::on($socket, $session, $event, {
             let state = $state.clone();
             move |ctx, payload| {
@@ -33,7 +33,7 @@ use socketioxide::{
 };
 
 use super::{
-    Namespace, Session,
+    Namespace, Session, catalog,
     dispatch::{self, Ctx, Reply},
     gate::Handshake,
     rooms,
@@ -108,7 +108,7 @@ async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, sta
 /// Registers the socket's event handlers and its disconnect clean-up.
 fn equip(namespace: Namespace, socket: &SocketRef, session: Arc<Session>, state: &AppState) {
     dispatch::on_unknown(socket, &session);
-    route!(socket, &session, state, "reauth" => reauth);
+    route!(socket, &session, state, catalog::client::REAUTH => reauth);
     match namespace {
         Namespace::Chat => chat::register(socket, &session, state),
         Namespace::Notifications => notifications::register(socket, &session, state),

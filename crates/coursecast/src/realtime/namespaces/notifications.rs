@@ -12,6 +12,7 @@ use crate::{
     events::commands::event_reply,
     realtime::{
         Session,
+        catalog::client,
         dispatch::{Ctx, Reply},
     },
     state::AppState,
@@ -19,8 +20,8 @@ use crate::{
 };
 
 pub fn register(socket: &SocketRef, session: &Arc<Session>, state: &AppState) {
-    route!(socket, session, state, "sync" => sync);
-    route!(socket, session, state, "read" => read);
+    route!(socket, session, state, client::SYNC => sync);
+    route!(socket, session, state, client::READ => read);
 }
 
 #[derive(Deserialize)]
