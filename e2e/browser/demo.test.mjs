@@ -1,7 +1,8 @@
 // The demo page (clients/js/demo/dist, served by the real server at /demo/) in
 // headless Chromium: two users chat in two browser contexts; then Socket.IO is
 // blocked for one of them, who keeps sending and receiving over server-sent events,
-// then SSE is blocked too and he goes on over HTTP long polling.
+// then SSE is blocked too and he goes on over HTTP long polling. Then an admin opens
+// /admin while messages flow; screenshots go to artifacts/.
 //
 // Needs: the server binary (target/debug/coursecast, or COURSECAST_BIN), the built
 // demo (clients/js: npm run build && npm run build:demo), Debian's chromium
@@ -303,4 +304,59 @@ test("two users chat on the demo page; with Socket.IO blocked one goes on over S
   await waitTexts(a.page, chat);
   await waitTexts(b.page, chat);
   assert.deepEqual([...a.problems, ...b.problems], [], "no page errors");
+});
+
+test("an admin opens the dashboard under load and sees copies, refusals, dependencies and rooms", async (t) => {
+  const { courseId, admin, professor, users } = server.seed;
+  // Two students on the demo page: sockets in the course room, so every message is
+  // one event and several copies.
+  const a = await openUser(users[0]);
+  const b = await openUser(users[1]);
+  const dashboard = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  t.after(() => Promise.all([a.context.close(), b.context.close(), dashboard.close()]).catch(() => {}));
+  await Promise.all([status(a.page, "online"), status(b.page, "online")]);
+
+  const page = await dashboard.newPage();
+  const problems = [];
+  page.on("pageerror", (err) => problems.push(err.message));
+  await page.goto(`${server.url}/admin`);
+  await page.fill("#email", admin.email);
+  await page.fill("#password", admin.password);
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#deliveries tr", { timeout: STEP_MS });
+
+  // Load: a steady stream of messages over HTTP, and some refusals (a bad token).
+  let sent = 0;
+  let stop = false;
+  const load = (async () => {
+    while (!stop) {
+      await api("POST", `/api/realtime/messages/${courseId}`, professor.token, { content: `load ${sent}`, clientMsgId: `load-${sent}` });
+      sent += 1;
+      if (sent % 10 === 0) {
+        await fetch(`${server.url}/api/realtime/messages/${courseId}`, { headers: { authorization: "Bearer not-a-token" } }).then((r) => r.arrayBuffer());
+      }
+      await sleep(20);
+    }
+  })();
+  try {
+    // Rates need two polls with traffic between them.
+    await page.waitForFunction(() => {
+      const cells = [...document.querySelectorAll("#deliveries td")].map((td) => td.textContent);
+      const socketRate = Number.parseFloat(cells[cells.indexOf("copies to sockets") + 1]);
+      return socketRate > 0 && document.querySelectorAll("#rooms-members tr").length > 1;
+    }, null, { timeout: STEP_MS });
+    await page.waitForFunction(() => /TOKEN_INVALID/.test(document.querySelector("#refusals").textContent), null, { timeout: STEP_MS });
+    await sleep(1500);
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, "dashboard.png"), fullPage: true });
+  } finally {
+    stop = true;
+    await load;
+  }
+  assert.ok(sent > 0);
+  assert.match(await page.textContent("#dependencies"), /database\s*up/);
+  assert.match(await page.textContent("#dependencies"), /not configured/);
+  const busiest = await page.textContent("#rooms-traffic");
+  assert.ok(busiest.includes(`chat ${courseId.slice(0, 8)}`), busiest);
+  assert.deepEqual([...problems, ...a.problems, ...b.problems], [], "no page errors");
 });

@@ -150,8 +150,12 @@ impl Cluster {
 
     async fn publish(&self, text: String) -> Result<(), String> {
         let mut conn = self.publisher.clone();
+        let started = std::time::Instant::now();
         match tokio::time::timeout(PUBLISH_WITHIN, conn.publish::<_, _, ()>(&self.channel, text)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                metrics::redis_round_trip("publish", started.elapsed());
+                Ok(())
+            }
             Ok(Err(err)) => Err(err.to_string()),
             Err(_) => Err("no answer within the publish deadline".to_owned()),
         }
@@ -160,8 +164,12 @@ impl Cluster {
     /// A round trip to Redis within `limit`; the answer also updates `is_up`.
     pub async fn ping_within(self: &Arc<Self>, limit: Duration) -> bool {
         let mut conn = self.publisher.clone();
+        let started = std::time::Instant::now();
         let answered = tokio::time::timeout(limit, redis::cmd("PING").query_async::<String>(&mut conn)).await;
         let up = matches!(answered, Ok(Ok(_)));
+        if up {
+            metrics::redis_round_trip("ping", started.elapsed());
+        }
         self.mark(up, None);
         up
     }

@@ -237,6 +237,7 @@ struct ErrorEnvelope {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = self.body();
+        crate::telemetry::metrics::http_refused(body.code.as_str());
         let mut response = (body.code.status(), Json(ErrorEnvelope { error: body })).into_response();
         if let Self::RateLimited { retry_after_secs } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));

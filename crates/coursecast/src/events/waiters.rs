@@ -67,6 +67,7 @@ impl Waiters {
     /// Wakes the stream's waiters with an event that was just committed.
     fn notify(&self, event: &StoredEvent) {
         if let Some(head) = self.heads().get(&event.stream) {
+            metrics::deliveries("long_poll", head.receiver_count());
             head.send_modify(|tail| {
                 let mut events = Vec::with_capacity(TAIL);
                 let keep = tail.len().min(TAIL - 1);

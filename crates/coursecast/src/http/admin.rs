@@ -1,5 +1,7 @@
 //! The admin dashboard: a page embedded in the binary (no build step) at `/admin`,
 //! and the figures it polls every second from `/api/admin/stats` (ADMIN only).
+//! Counters come from the Prometheus recorder (`telemetry::figures`), so the page
+//! shows exactly what `/metrics` exports; the page turns totals into rates.
 
 use axum::{
     Json as AxumJson, Router,
@@ -11,7 +13,10 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::caller::AuthUser;
-use crate::{error::AppError, state::AppState};
+use crate::{error::AppError, state::AppState, telemetry::figures::Snapshot};
+
+/// Rooms listed in each of "biggest by members" and "busiest by traffic".
+const TOP_ROOMS: usize = 8;
 
 const PAGE: &str = include_str!("../../assets/admin/index.html");
 const SCRIPT: &str = include_str!("../../assets/admin/dashboard.js");
@@ -36,9 +41,47 @@ async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<
     if !me.is_admin() {
         return Err(AppError::Forbidden("only an ADMIN may read the dashboard"));
     }
+    let metrics = Snapshot::now();
+    // One table of refusals, whatever the door: HTTP, socket events, handshakes.
+    let mut refusals = metrics.by("coursecast_http_refusals_total", "code");
+    for name in ["coursecast_socket_event_refusals_total", "coursecast_handshake_refusals_total"] {
+        for (code, count) in metrics.by(name, "code") {
+            *refusals.entry(code).or_insert(0) += count;
+        }
+    }
+    let database = state.store.health();
+    let redis = state.realtime.cluster.as_ref().map(|cluster| cluster.is_up());
+    let round_trips = |histogram: &str| {
+        json!({
+            "count": metrics.count(&format!("{histogram}_count"), &[]),
+            "secondsSum": metrics.sum(&format!("{histogram}_sum"), &[]),
+        })
+    };
     Ok(AxumJson(json!({
+        "deliveries": metrics.by("coursecast_deliveries_total", "transport"),
+        "refusals": refusals,
+        "slowConsumers": {
+            "broadcastMisses": metrics.count("coursecast_broadcast_failures_total", &[]),
+            "answersDeferred": metrics.count("coursecast_answers_deferred_total", &[]),
+            "answersLost": metrics.count("coursecast_answers_lost_total", &[]),
+        },
+        "dependencies": {
+            "database": {
+                "up": database.up,
+                "outages": database.outages,
+                "queries": round_trips("coursecast_db_query_seconds"),
+            },
+            "redis": {
+                "configured": redis.is_some(),
+                "up": redis,
+                "roundTrips": round_trips("coursecast_redis_seconds"),
+                "relayDropped": metrics.count("coursecast_cluster_relay_dropped_total", &[]),
+            },
+        },
+        "rooms": state.realtime.presence.top_rooms(TOP_ROOMS),
         "connections": state.realtime.connections.stats(),
-        "eventsDelivered": state.stats.delivered_total(),
+        // Stored events fanned out (each once, whatever its audience).
+        "eventsDelivered": metrics.count("coursecast_delivery_latency_seconds_count", &[]),
         "latency": state.stats.latency(),
         "longPollWaiters": state.waiters.waiting(),
         "uptimeSeconds": state.started_at.elapsed().as_secs(),

@@ -79,6 +79,26 @@ pub struct PresenceDiff {
 
 type RoomKey = (Namespace, Uuid);
 
+/// One room as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomFigures {
+    pub namespace: Namespace,
+    pub course_id: Uuid,
+    /// Online users.
+    pub members: usize,
+    pub sockets: usize,
+    /// Stored events broadcast to it since it opened.
+    pub events: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopRooms {
+    pub by_members: Vec<RoomFigures>,
+    pub by_traffic: Vec<RoomFigures>,
+}
+
 pub struct Presence {
     limits: PresenceLimits,
     io: SocketIo,
@@ -99,6 +119,11 @@ struct Room {
     /// Ephemeral relays in the current one-second window, and when it started.
     relays: u32,
     relays_since: Option<Instant>,
+    /// Sockets in the room (a user's several sockets each count): the copies a
+    /// broadcast to the room makes.
+    sockets: usize,
+    /// Stored events broadcast to the room since it opened (the dashboard's traffic).
+    events: u64,
 }
 
 #[derive(Default)]
@@ -122,6 +147,7 @@ impl Presence {
     pub fn enter(self: &Arc<Self>, namespace: Namespace, course: Uuid, user: Uuid) {
         let mut rooms = self.lock();
         let room = rooms.entry((namespace, course)).or_default();
+        room.sockets += 1;
         let member = room.users.entry(user).or_default();
         member.sockets += 1;
         if member.sockets == 1 {
@@ -138,6 +164,7 @@ impl Presence {
         let key = (namespace, course);
         let Some(room) = rooms.get_mut(&key) else { return };
         let Some(member) = room.users.get_mut(&user) else { return };
+        room.sockets -= 1;
         member.sockets -= 1;
         if member.sockets > 0 {
             return;
@@ -147,6 +174,34 @@ impl Presence {
             room.went.insert(user);
         }
         self.schedule(room, key);
+    }
+
+    /// Counts one stored event broadcast to the room; returns the room's sockets (the
+    /// copies the broadcast makes, before any it misses).
+    pub fn broadcast_to(&self, namespace: Namespace, course: Uuid) -> usize {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&(namespace, course)) else { return 0 };
+        room.events += 1;
+        room.sockets
+    }
+
+    /// The `n` biggest rooms by online users, and the `n` busiest by events.
+    pub fn top_rooms(&self, n: usize) -> TopRooms {
+        let rooms = self.lock();
+        let figure = |(&(namespace, course_id), room): (&RoomKey, &Room)| RoomFigures {
+            namespace,
+            course_id,
+            members: room.users.len(),
+            sockets: room.sockets,
+            events: room.events,
+        };
+        let top = |key: fn(&RoomFigures) -> u64| {
+            let mut all: Vec<RoomFigures> = rooms.iter().map(figure).collect();
+            all.sort_unstable_by_key(|r| std::cmp::Reverse(key(r)));
+            all.truncate(n);
+            all
+        };
+        TopRooms { by_members: top(|r| r.members as u64), by_traffic: top(|r| r.events) }
     }
 
     /// Starts the room's timer unless one is already running.

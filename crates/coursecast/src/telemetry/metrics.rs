@@ -78,6 +78,23 @@ pub fn event_emitted(namespace: &'static str, event: &'static str) {
     counter!("coursecast_socket_events_emitted_total", "namespace" => namespace, "event" => event).increment(1);
 }
 
+/// Copies of committed events handed to clients: `socket` (sockets a broadcast
+/// reached) or `long_poll` (waiting requests it woke). With the events themselves
+/// (`coursecast_socket_events_emitted_total`) this gives the fan-out.
+pub fn deliveries(transport: &'static str, copies: usize) {
+    counter!("coursecast_deliveries_total", "transport" => transport).increment(copies as u64);
+}
+
+/// An HTTP request answered with a contract error code.
+pub fn http_refused(code: &'static str) {
+    counter!("coursecast_http_refusals_total", "code" => code).increment(1);
+}
+
+/// One answered round trip to Redis: `publish` (the relay) or `ping` (probes, `/readyz`).
+pub fn redis_round_trip(op: &'static str, took: Duration) {
+    histogram!("coursecast_redis_seconds", "op" => op).record(took.as_secs_f64());
+}
+
 /// Sockets a broadcast could not reach (full buffer or closed).
 pub fn broadcast_failures(namespace: &'static str, count: usize) {
     counter!("coursecast_broadcast_failures_total", "namespace" => namespace).increment(count as u64);

@@ -1,6 +1,8 @@
-//! Observability: logs (`logging`), Prometheus metrics (`metrics`), and the live
-//! figures behind the admin dashboard (`live`).
+//! Observability: logs (`logging`), Prometheus metrics (`metrics`), and the admin
+//! dashboard's figures: read back from the metrics (`figures`), plus recent delivery
+//! latencies (`live`).
 
+pub mod figures;
 pub mod live;
 mod logging;
 pub mod metrics;

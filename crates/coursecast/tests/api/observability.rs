@@ -7,7 +7,7 @@ use std::{
 };
 
 use axum::{Router, ServiceExt, routing::get};
-use coursecast::http::outer_layers;
+use coursecast::{http::outer_layers, telemetry::figures::Snapshot};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -68,6 +68,62 @@ async fn the_admin_dashboard_and_its_figures() {
         assert!(stats.body[field].is_u64(), "{field}: {}", stats.body);
     }
     assert!(stats.body["latency"]["p99Ms"].is_number());
+}
+
+/// The figures an operator asks for first: copies delivered (not just events),
+/// refusals by code, the database's and Redis's state, the biggest rooms, slow
+/// consumers. The counters are the ones `/metrics` exports (the recorder is shared
+/// by every test app of this process, so they are compared as a sandwich).
+#[tokio::test]
+async fn the_dashboard_figures_are_the_metrics_figures() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let professor = app.professor().await;
+    let (ann, ben) = (app.student("Ann").await, app.student("Ben").await);
+    let course = app.course_with(&professor, &[&ann, &ben]).await;
+    let mut sockets = Vec::new();
+    for user in [&professor, &ann, &ben] {
+        let socket = app.socket("/chat", &user.token).await;
+        assert_eq!(socket.call("join", json!({"courseId": course})).await.unwrap()["ok"], true);
+        sockets.push(socket);
+    }
+    let socket_copies = async || {
+        let metrics = app.get("/metrics", None).await;
+        let text = metrics.body.as_str().expect("text body");
+        Snapshot::parse(text).count("coursecast_deliveries_total", &[("transport", "socket")])
+    };
+    let before = socket_copies().await;
+    let sent = sockets[1]
+        .call("send", json!({"courseId": course, "content": "hello", "clientMsgId": "dash-1"}))
+        .await
+        .unwrap();
+    assert_eq!(sent["ok"], true, "{sent}");
+    // One refusal with a code of its own in this test: a join of an unknown course.
+    let unknown = sockets[2].call("join", json!({"courseId": uuid::Uuid::new_v4()})).await.unwrap();
+    assert_eq!(unknown["error"]["code"], "NOT_FOUND");
+
+    let stats = app.get("/api/admin/stats", Some(&admin.token)).await;
+    let after = socket_copies().await;
+    let body = &stats.body;
+    let copies = body["deliveries"]["socket"].as_u64().expect("deliveries.socket");
+    assert!(before + 3 <= copies && copies <= after, "one message to a room of 3: {before} + 3 <= {copies} <= {after}");
+    assert!(body["refusals"]["NOT_FOUND"].as_u64().is_some_and(|n| n >= 1), "{body}");
+    assert_eq!(body["dependencies"]["database"]["up"], true);
+    assert!(body["dependencies"]["database"]["queries"]["count"].as_u64().is_some_and(|n| n > 0), "{body}");
+    assert_eq!(body["dependencies"]["redis"]["configured"], false);
+    for field in ["broadcastMisses", "answersDeferred", "answersLost"] {
+        assert!(body["slowConsumers"][field].is_u64(), "{field}: {body}");
+    }
+    let room = &body["rooms"]["byMembers"][0];
+    assert_eq!(
+        (room["courseId"].as_str(), room["namespace"].as_str()),
+        (Some(course.to_string().as_str()), Some("chat"))
+    );
+    assert_eq!(
+        (room["members"].as_u64(), room["sockets"].as_u64(), room["events"].as_u64()),
+        (Some(3), Some(3), Some(1))
+    );
+    assert_eq!(body["rooms"]["byTraffic"][0]["courseId"], room["courseId"]);
 }
 
 async fn boom() -> &'static str {
