@@ -221,6 +221,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The environment variable of every setting (for checks that `.env.example` and
+    /// the deployment files name only real settings).
+    pub fn env_names() -> Vec<String> {
+        let command = <Settings as clap::Args>::augment_args(clap::Command::new("coursecast"));
+        command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect()
+    }
+
     pub fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.ping_interval_ms)
     }
@@ -321,13 +332,7 @@ mod tests {
         let example = include_str!("../../../.env.example");
         let listed =
             |name: &str| example.lines().any(|line| line.trim_start_matches("# ").starts_with(&format!("{name}=")));
-        let command = <Settings as clap::Args>::augment_args(clap::Command::new("coursecast"));
-        let missing: Vec<String> = command
-            .get_arguments()
-            .filter_map(|arg| arg.get_env())
-            .map(|name| name.to_string_lossy().into_owned())
-            .filter(|name| !listed(name))
-            .collect();
+        let missing: Vec<String> = Settings::env_names().into_iter().filter(|name| !listed(name)).collect();
         assert!(missing.is_empty(), "not in .env.example: {missing:?}");
     }
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod healthcheck;
 pub mod http;
 pub mod limits;
 mod locks;

@@ -3,17 +3,15 @@
 //! `realtime::catalog` (which every handler registration and emit goes through), and
 //! the server's source registers or emits no event name outside that catalog.
 
-use std::{collections::BTreeSet, path::Path};
+use std::collections::BTreeSet;
 
 use coursecast::realtime::Namespace;
 use serde_json::Value;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().and_then(Path::parent).expect("the repository root")
-}
+use crate::helpers::repo_root;
 
 fn document() -> Value {
-    let text = std::fs::read_to_string(root().join("docs/asyncapi.yaml")).expect("docs/asyncapi.yaml");
+    let text = std::fs::read_to_string(repo_root().join("docs/asyncapi.yaml")).expect("docs/asyncapi.yaml");
     serde_norway::from_str(&text).expect("docs/asyncapi.yaml parses")
 }
 
@@ -85,7 +83,7 @@ fn the_server_names_socket_events_only_through_the_catalog() {
     // A literal in `.on("…")` / `.emit("…")` would be an event the catalog (and so the
     // AsyncAPI document) does not know about.
     let mut offenders = Vec::new();
-    let mut stack = vec![root().join("crates/coursecast/src")];
+    let mut stack = vec![repo_root().join("crates/coursecast/src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("a source folder") {
             let path = entry.expect("a directory entry").path();

@@ -1,6 +1,11 @@
 //! `TestApp`: a running server plus request helpers and test users.
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, sync::OnceLock};
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use coursecast::{
     Settings, app,
@@ -16,6 +21,11 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// The repository's root (tests that read docs and deployment files).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().and_then(Path::parent).expect("the repository root")
+}
 
 /// One Argon2 hash of [`PASSWORD`] for users created straight in storage.
 pub fn password_hash() -> &'static str {

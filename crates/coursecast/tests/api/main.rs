@@ -12,6 +12,7 @@ mod cluster;
 mod connections;
 mod courses;
 mod crash;
+mod deploy;
 mod faults;
 mod fuzz;
 mod hostile;
