@@ -1,7 +1,9 @@
 //! `docs/asyncapi.yaml` describes the Socket.IO events the server really handles and
 //! emits: per namespace, its operations name exactly the events of
 //! `realtime::catalog` (which every handler registration and emit goes through), and
-//! the server's source registers or emits no event name outside that catalog.
+//! the server's source registers or emits no event name outside that catalog. (That
+//! the document is valid AsyncAPI is checked by the official parser:
+//! scripts/asyncapi-validate, run by scripts/test.)
 
 use std::collections::BTreeSet;
 
