@@ -25,7 +25,10 @@ RUN cargo build --release --locked -p coursecast --bin coursecast \
  && install -D -m 0755 target/release/coursecast /out/coursecast
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/coursecast --create-home coursecast
+# The data directory exists in the image, owned by the user, so that a volume
+# mounted there starts with that ownership (Docker copies it into a new volume).
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/coursecast --create-home coursecast \
+ && install -d -o coursecast -g coursecast -m 0750 /var/lib/coursecast/data
 COPY --from=build /out/coursecast /usr/local/bin/coursecast
 USER coursecast
 WORKDIR /var/lib/coursecast

@@ -174,6 +174,13 @@ fn the_image_runs_the_readme_production_command() {
     }
     assert!(dockerfile.contains("FROM rust:1.95-bookworm AS build"), "built in rust:1.95-bookworm");
     assert!(dockerfile.lines().any(|l| l.starts_with("USER ") && !l.contains("root")), "runs as a non-root user");
+    let runtime = dockerfile.lines().rfind(|l| l.starts_with("FROM ")).expect("a runtime stage");
+    assert!(runtime.contains("debian:bookworm-slim") || runtime.contains("distroless/cc"), "a slim runtime: {runtime}");
+    let dockerignore = read(".dockerignore");
+    let ignored: Vec<&str> = dockerignore.lines().map(str::trim).collect();
+    for needed in ["target", "**/node_modules", ".git"] {
+        assert!(ignored.contains(&needed), ".dockerignore lists {needed}");
+    }
 }
 
 /// Runs the Dockerfile's HEALTHCHECK command (its program: this build's binary)
