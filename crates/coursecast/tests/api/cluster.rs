@@ -201,3 +201,29 @@ fn percentile(latencies: &[Duration], p: f64) -> Duration {
     sorted.sort_unstable();
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
+
+/// The dashboard of a node with Redis shows it up, with its answered round trips
+/// (the relay's publishes), from the same counters as `/metrics`.
+#[tokio::test]
+async fn the_dashboard_shows_redis_up_with_its_round_trips() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let admin = a.admin().await;
+    let professor = a.professor().await;
+    let ann = a.student("Ann").await;
+    let course = a.course_with(&professor, &[&ann]).await;
+    let sent = b
+        .post(
+            &format!("/api/realtime/messages/{course}"),
+            Some(&ann.token),
+            json!({"content": "relayed", "clientMsgId": "dash-redis"}),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    eventually("node b's dashboard to count a Redis round trip", WAIT, || async {
+        let stats = b.get("/api/admin/stats", Some(&admin.token)).await;
+        let redis = &stats.body["dependencies"]["redis"];
+        assert_eq!((redis["configured"].as_bool(), redis["up"].as_bool()), (Some(true), Some(true)), "{redis}");
+        redis["roundTrips"]["count"].as_u64().is_some_and(|n| n > 0)
+    })
+    .await;
+}
