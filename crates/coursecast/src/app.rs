@@ -56,11 +56,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let stats = Arc::new(LiveStats::default());
     // Every transport of committed events: long polls, event streams, sockets, then
     // other nodes.
-    let mut sinks: Vec<Arc<dyn Sink>> = vec![
-        waiters.clone(),
-        subscribers.clone(),
-        Arc::new(Broadcaster::new(io.clone(), realtime.presence.clone())),
-    ];
+    let mut sinks: Vec<Arc<dyn Sink>> =
+        vec![waiters.clone(), subscribers.clone(), Arc::new(Broadcaster::new(io.clone(), realtime.presence.clone()))];
     if let Some(cluster) = &cluster {
         sinks.push(cluster.clone());
     }

@@ -111,6 +111,7 @@ async function tick() {
     events: stats.eventsDelivered,
     socketCopies: stats.deliveries.socket ?? 0,
     pollCopies: stats.deliveries.long_poll ?? 0,
+    sseCopies: stats.deliveries.sse ?? 0,
     misses: stats.slowConsumers.broadcastMisses,
     deferred: stats.slowConsumers.answersDeferred,
     lost: stats.slowConsumers.answersLost,
@@ -120,7 +121,7 @@ async function tick() {
   for (const [code, count] of Object.entries(stats.refusals)) totals[`refusal.${code}`] = count;
   for (const room of stats.rooms.byTraffic) totals[`room.${room.namespace}.${room.courseId}`] = room.events;
   const rate = rates(totals, seconds);
-  const copies = rate.socketCopies + rate.pollCopies;
+  const copies = rate.socketCopies + rate.pollCopies + rate.sseCopies;
   const dbMs = meanMs("db", stats.dependencies.database.queries, totals);
   const redisMs = meanMs("redis", stats.dependencies.redis.roundTrips, totals);
   previous = { totals, at: now };
@@ -146,6 +147,7 @@ async function tick() {
     [{ text: "events (stored, fanned out once each)", color: "#2f6fde" }, `${fixed(rate.events)}/s`, stats.eventsDelivered],
     [{ text: "copies to sockets", color: "#9333ea" }, `${fixed(rate.socketCopies, 0)}/s`, totals.socketCopies],
     ["copies to long polls", `${fixed(rate.pollCopies, 0)}/s`, totals.pollCopies],
+    ["copies to event streams (SSE)", `${fixed(rate.sseCopies, 0)}/s`, totals.sseCopies],
     ["copies per event", rate.events > 0 ? fixed(copies / rate.events) : "–", ""],
   ], ["", "now", "total"]);
 

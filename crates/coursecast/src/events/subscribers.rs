@@ -201,16 +201,23 @@ impl Subscribers {
     /// course's watch; once per subscriber even if it holds both.
     fn notify(&self, event: &StoredEvent) {
         let registry = self.registry();
+        let mut copies = 0;
         let by_stream = registry.topics.get(&Topic::Stream(event.stream));
         if let Some(feeds) = by_stream {
             feeds.values().for_each(|feed| feed.offer(event));
+            copies += feeds.len();
         }
         let by_watch = event.watch_course.and_then(|course| registry.topics.get(&Topic::Watch(course)));
         if let Some(feeds) = by_watch {
-            feeds
-                .iter()
-                .filter(|(id, _)| by_stream.is_none_or(|stream| !stream.contains_key(id)))
-                .for_each(|(_, feed)| feed.offer(event));
+            feeds.iter().filter(|(id, _)| by_stream.is_none_or(|stream| !stream.contains_key(id))).for_each(
+                |(_, feed)| {
+                    feed.offer(event);
+                    copies += 1;
+                },
+            );
+        }
+        if copies > 0 {
+            metrics::deliveries("sse", copies);
         }
     }
 }

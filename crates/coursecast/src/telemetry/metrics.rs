@@ -79,8 +79,9 @@ pub fn event_emitted(namespace: &'static str, event: &'static str) {
 }
 
 /// Copies of committed events handed to clients: `socket` (sockets a broadcast
-/// reached) or `long_poll` (waiting requests it woke). With the events themselves
-/// (`coursecast_socket_events_emitted_total`) this gives the fan-out.
+/// reached), `long_poll` (waiting requests it woke) or `sse` (event streams it was
+/// queued for). With the events themselves (`coursecast_socket_events_emitted_total`)
+/// this gives the fan-out.
 pub fn deliveries(transport: &'static str, copies: usize) {
     counter!("coursecast_deliveries_total", "transport" => transport).increment(copies as u64);
 }
