@@ -104,6 +104,11 @@ pub struct Settings {
     #[arg(long, env = "PRESENCE_LIST_MAX", default_value_t = 200)]
     pub presence_list_max: usize,
 
+    /// The window of rooms above `PRESENCE_LIST_MAX`, milliseconds: their count goes to
+    /// thousands of sockets, so it is announced less often than a small room's list.
+    #[arg(long, env = "PRESENCE_COUNT_WINDOW", default_value_t = 5000)]
+    pub presence_count_window_ms: u64,
+
     /// Shortest time between two relayed `typing` events of one user in one course, milliseconds.
     #[arg(long, env = "TYPING_INTERVAL", default_value_t = 3000)]
     pub typing_interval_ms: u64,

@@ -2,7 +2,7 @@
 //! bounded page, presence goes out as coalesced diffs, typing is throttled, and an
 //! answer is never dropped when a socket's buffer is full.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -67,11 +67,12 @@ async fn a_room_above_the_threshold_gets_counts_only() {
     let app = TestApp::spawn_with(|s| {
         s.presence_window_ms = 50;
         s.presence_list_max = 2;
+        s.presence_count_window_ms = 400;
     })
     .await;
     let professor = app.professor().await;
-    let (ann, ben) = (app.student("Ann").await, app.student("Ben").await);
-    let course = app.course_with(&professor, &[&ann, &ben]).await;
+    let (ann, ben, cat) = (app.student("Ann").await, app.student("Ben").await, app.student("Cat").await);
+    let course = app.course_with(&professor, &[&ann, &ben, &cat]).await;
     let mut watcher = app.socket("/chat", &professor.token).await;
     watcher.call("join", json!({"courseId": course})).await.unwrap();
     presence_until(&mut watcher, |d| d["count"] == 1).await;
@@ -83,6 +84,17 @@ async fn a_room_above_the_threshold_gets_counts_only() {
     }
     let diff = presence_until(&mut watcher, |d| d["count"] == 3).await.pop().unwrap();
     assert_eq!(diff, json!({"courseId": course, "count": 3}));
+
+    // Above the threshold the count goes out once per PRESENCE_COUNT_WINDOW, not
+    // once per PRESENCE_WINDOW.
+    let cat_socket = app.socket("/chat", &cat.token).await;
+    cat_socket.call("join", json!({"courseId": course})).await.unwrap();
+    presence_until(&mut watcher, |d| d["count"] == 4).await;
+    let left_at = std::time::Instant::now();
+    cat_socket.connection().close();
+    let diff = presence_until(&mut watcher, |d| d["count"] == 3).await.pop().unwrap();
+    assert_eq!(diff, json!({"courseId": course, "count": 3}));
+    assert!(left_at.elapsed() >= Duration::from_millis(300), "a big room's count waited {:?}", left_at.elapsed());
 }
 
 #[tokio::test]
