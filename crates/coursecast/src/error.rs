@@ -14,7 +14,7 @@ use uuid::Uuid;
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
 /// The contract's error codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ValidationFailed,
@@ -34,6 +34,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 14] = [
+        Self::ValidationFailed,
+        Self::InvalidCredentials,
+        Self::TokenMissing,
+        Self::TokenInvalid,
+        Self::TokenExpired,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::RateLimited,
+        Self::Unavailable,
+        Self::Internal,
+        Self::ServerFull,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ValidationFailed => "VALIDATION_FAILED",
@@ -220,7 +237,7 @@ pub fn without_input(message: &str) -> String {
     message.to_owned()
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub code: ErrorCode,
@@ -229,9 +246,10 @@ pub struct ErrorBody {
     pub error_id: Option<Uuid>,
 }
 
-#[derive(Serialize)]
-struct ErrorEnvelope {
-    error: ErrorBody,
+/// Every refusal over HTTP: `{"error": {code, message, errorId?}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
 }
 
 impl IntoResponse for AppError {

@@ -11,6 +11,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::caller::AuthUser;
+use super::openapi::AdminStats;
 use crate::{error::AppError, state::AppState};
 
 const PAGE: &str = include_str!("../../assets/admin/index.html");
@@ -32,6 +33,9 @@ async fn script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT)
 }
 
+/// The dashboard's figures (ADMIN only).
+#[utoipa::path(get, path = "/api/admin/stats", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = AdminStats)))]
 async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<AxumJson<Value>, AppError> {
     if !me.is_admin() {
         return Err(AppError::Forbidden("only an ADMIN may read the dashboard"));

@@ -9,22 +9,24 @@ use uuid::Uuid;
 
 use super::caller::{AuthUser, ServiceCaller};
 use super::extract::{Json, Path};
+use super::openapi::{AnalysisStarted, Conflict, EventReply, NotFound};
 use crate::{
     access::require_course_reader, domain::parse_id, error::AppError, events::commands::event_reply, state::AppState,
+    streams::ProgressEvent,
 };
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/analyses", post(start)).route("/api/analyses/{analysis_id}/progress", post(progress))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct StartBody {
     course_id: String,
     input: Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProgressBody {
     progress: i64,
@@ -32,6 +34,9 @@ struct ProgressBody {
     data: Value,
 }
 
+/// Starts an analysis of a course's input (course members).
+#[utoipa::path(post, path = "/api/analyses", tag = "analyses", request_body = StartBody,
+    security(("bearer" = [])), responses((status = 201, body = AnalysisStarted), NotFound))]
 async fn start(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -43,6 +48,10 @@ async fn start(
     Ok((StatusCode::CREATED, AxumJson(json!({"analysisId": analysis_id}))))
 }
 
+/// The analysis service reports progress (0-100; 100 completes it and notifies the owner).
+#[utoipa::path(post, path = "/api/analyses/{analysis_id}/progress", tag = "analyses", params(("analysis_id" = Uuid, Path)),
+    request_body = ProgressBody, security(("service" = [])),
+    responses((status = 200, body = EventReply<ProgressEvent>), NotFound, Conflict))]
 async fn progress(
     State(state): State<AppState>,
     ServiceCaller(service): ServiceCaller,

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::caller::AuthUser;
 use super::extract::{Json, Path};
+use super::openapi::{Conflict, CourseAnswer, Courses, MemberAnswer, Members, NotFound};
 use crate::{
     access::{find_course, manages, require_course_reader},
     domain::{CourseTitle, Role},
@@ -28,18 +29,21 @@ pub fn router() -> Router<AppState> {
         .route("/api/courses/{course_id}/members", get(list_members).post(add_member))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateCourseBody {
     title: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AddMemberBody {
     user_id: String,
 }
 
+/// A course taught by its creator (PROFESSOR, ADMIN).
+#[utoipa::path(post, path = "/api/courses", tag = "courses", request_body = CreateCourseBody,
+    security(("bearer" = [])), responses((status = 201, body = CourseAnswer)))]
 async fn create_course(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -53,11 +57,18 @@ async fn create_course(
     Ok((StatusCode::CREATED, axum::Json(json!({"course": course}))))
 }
 
+/// The courses the caller belongs to (ADMIN: all).
+#[utoipa::path(get, path = "/api/courses", tag = "courses", security(("bearer" = [])),
+    responses((status = 200, body = Courses)))]
 async fn list_courses(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
     let courses = state.store.courses((!me.is_admin()).then_some(me.id)).await?;
     Ok(axum::Json(json!({"courses": courses})))
 }
 
+/// Enrols a user (the course's professor, ADMIN).
+#[utoipa::path(post, path = "/api/courses/{course_id}/members", tag = "courses", params(("course_id" = Uuid, Path)),
+    request_body = AddMemberBody, security(("bearer" = [])),
+    responses((status = 201, body = MemberAnswer), NotFound, Conflict))]
 async fn add_member(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -73,6 +84,9 @@ async fn add_member(
     Ok((StatusCode::CREATED, axum::Json(json!({"member": member}))))
 }
 
+/// The course's members (members, ADMIN).
+#[utoipa::path(get, path = "/api/courses/{course_id}/members", tag = "courses", params(("course_id" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Members), NotFound))]
 async fn list_members(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

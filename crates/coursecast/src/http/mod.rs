@@ -15,6 +15,7 @@ mod courses;
 mod extract;
 pub mod listener;
 mod notifications;
+pub mod openapi;
 mod ops;
 mod realtime;
 mod users;
@@ -52,6 +53,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
 
     // Every router names its full paths: `nest` would rewrite each request's URI
     // once per level (a measurable share of a long poll's cost).
+    // Each API route is also in the OpenAPI document: a new one gets
+    // `#[utoipa::path(...)]` on its handler and one line in `openapi::ApiDoc`'s
+    // `paths(...)`; `tests/api/openapi.rs` fails until both agree.
     let mut router = Router::new()
         .merge(auth::router(registrations))
         .merge(users::router())
@@ -61,6 +65,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(realtime::router(state))
         .merge(admin::api_router())
         .merge(ops::router())
+        .merge(openapi::router())
         .merge(admin::page_router());
     if settings.metrics_port.is_none() {
         router = router.merge(metrics_router());

@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::{Json, Router, extract::State, routing::get};
 use serde_json::{Value, json};
 
+use super::openapi::{Done, Readiness};
 use crate::{error::AppError, state::AppState};
 
 pub fn router() -> Router<AppState> {
@@ -12,6 +13,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Done)))]
 async fn healthz() -> Json<Value> {
     Json(json!({"ok": true}))
 }
@@ -23,6 +25,7 @@ const READY_WITHIN: Duration = Duration::from_millis(800);
 /// The database answers (503 `UNAVAILABLE` otherwise); Redis's state is reported.
 /// Not logged here: a probe every few seconds would log an outage once per probe;
 /// storage logs each change of the database's state once.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     if !state.store.ready_within(READY_WITHIN).await {
         return Err(AppError::Unavailable("the database is unreachable"));

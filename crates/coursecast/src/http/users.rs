@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::caller::AuthUser;
 use super::extract::{Json, Path};
+use super::openapi::{Conflict, Done, NotFound, UserAnswer};
 use crate::{
     domain::{DisplayName, Email, Password, Role},
     error::AppError,
@@ -23,7 +24,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/users", post(create_user)).route("/api/users/{user_id}", delete(delete_user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateUserBody {
     email: String,
@@ -36,6 +37,9 @@ fn require_admin(me: &crate::auth::Identity) -> Result<(), AppError> {
     if me.is_admin() { Ok(()) } else { Err(AppError::Forbidden("only an ADMIN may manage users")) }
 }
 
+/// An account of any role (ADMIN only).
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUserBody, security(("bearer" = [])),
+    responses((status = 201, body = UserAnswer), Conflict))]
 async fn create_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -52,6 +56,9 @@ async fn create_user(
     Ok((StatusCode::CREATED, axum::Json(json!({"user": user}))))
 }
 
+/// Removes an account and disconnects its sockets (ADMIN only).
+#[utoipa::path(delete, path = "/api/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Done), NotFound))]
 async fn delete_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -56,7 +56,7 @@ pub enum Ephemeral {
 }
 
 /// One page of a room's online users, ordered by user id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OnlinePage {
     pub count: usize,
