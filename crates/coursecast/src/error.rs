@@ -243,6 +243,7 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error_id: Option<Uuid>,
 }
 

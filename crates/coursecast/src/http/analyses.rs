@@ -29,6 +29,7 @@ struct StartBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProgressBody {
+    #[schema(minimum = 0, maximum = 100)]
     progress: i64,
     #[serde(default)]
     data: Value,

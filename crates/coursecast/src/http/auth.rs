@@ -42,6 +42,7 @@ pub fn router(registrations: IpRateLimiter) -> Router<AppState> {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RegisterBody {
     email: String,
+    #[schema(min_length = 10, max_length = 128)]
     password: String,
     display_name: String,
 }

@@ -157,7 +157,9 @@ async fn presence(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SendBody {
     content: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     channel_id: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     client_msg_id: String,
 }
 
@@ -170,10 +172,12 @@ struct EditBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AnnotateBody {
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     document_id: String,
     /// A JSON object of at most 16 KiB.
     #[schema(value_type = Object)]
     annotation: Value,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     client_msg_id: String,
 }
 

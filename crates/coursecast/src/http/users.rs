@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateUserBody {
     email: String,
+    #[schema(min_length = 10, max_length = 128)]
     password: String,
     display_name: String,
     role: String,

@@ -24,9 +24,11 @@ pub struct MessageEvent {
     pub message_id: Uuid,
     pub course_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub channel_id: Option<String>,
     pub sender_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub content: Option<String>,
     pub timestamp: Timestamp,
 }
