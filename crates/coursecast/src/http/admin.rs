@@ -8,10 +8,9 @@ use axum::{
     response::{Html, IntoResponse},
     routing::get,
 };
-use serde_json::{Value, json};
 
+use super::answers::AdminStats;
 use super::caller::AuthUser;
-use super::openapi::AdminStats;
 use crate::{error::AppError, state::AppState};
 
 const PAGE: &str = include_str!("../../assets/admin/index.html");
@@ -36,16 +35,16 @@ async fn script() -> impl IntoResponse {
 /// The dashboard's figures (ADMIN only).
 #[utoipa::path(get, path = "/api/admin/stats", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = AdminStats)))]
-async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<AxumJson<Value>, AppError> {
+async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<AxumJson<AdminStats>, AppError> {
     if !me.is_admin() {
         return Err(AppError::Forbidden("only an ADMIN may read the dashboard"));
     }
-    Ok(AxumJson(json!({
-        "connections": state.realtime.connections.stats(),
-        "eventsDelivered": state.stats.delivered_total(),
-        "latency": state.stats.latency(),
-        "longPollWaiters": state.waiters.waiting(),
-        "uptimeSeconds": state.started_at.elapsed().as_secs(),
-        "serverTime": crate::streams::Timestamp::now(),
-    })))
+    Ok(AxumJson(AdminStats {
+        connections: state.realtime.connections.stats(),
+        events_delivered: state.stats.delivered_total(),
+        latency: state.stats.latency(),
+        long_poll_waiters: state.waiters.waiting(),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        server_time: crate::streams::Timestamp::now(),
+    }))
 }

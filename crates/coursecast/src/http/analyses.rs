@@ -4,12 +4,13 @@
 
 use axum::{Json as AxumJson, Router, extract::State, http::StatusCode, routing::post};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::answers::AnalysisStarted;
 use super::caller::{AuthUser, ServiceCaller};
 use super::extract::{Json, Path};
-use super::openapi::{AnalysisStarted, Conflict, EventReply, NotFound};
+use super::openapi::{Conflict, EventReply, NotFound};
 use crate::{
     access::require_course_reader, domain::parse_id, error::AppError, events::commands::event_reply, state::AppState,
     streams::ProgressEvent,
@@ -42,11 +43,11 @@ async fn start(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Json(body): Json<StartBody>,
-) -> Result<(StatusCode, AxumJson<Value>), AppError> {
+) -> Result<(StatusCode, AxumJson<AnalysisStarted>), AppError> {
     let course_id = parse_id(&body.course_id, "courseId")?;
     require_course_reader(&state.store, course_id, &me).await?;
     let analysis_id = state.store.create_analysis(course_id, me.id, &body.input).await?;
-    Ok((StatusCode::CREATED, AxumJson(json!({"analysisId": analysis_id}))))
+    Ok((StatusCode::CREATED, AxumJson(AnalysisStarted { analysis_id })))
 }
 
 /// The analysis service reports progress (0-100; 100 completes it and notifies the owner).

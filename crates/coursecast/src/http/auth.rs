@@ -11,11 +11,11 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
+use super::answers::{DONE, Done, UserAnswer};
 use super::caller::AuthUser;
 use super::extract::Json;
-use super::openapi::{Conflict, Done, InvalidCredentials, NotFound, RateLimited, UserAnswer};
+use super::openapi::{Conflict, InvalidCredentials, NotFound, RateLimited};
 use crate::{
     domain::{DisplayName, Email, Password, Role},
     error::AppError,
@@ -130,12 +130,12 @@ async fn login(
 /// user's live sockets.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = Done)))]
-async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
+async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Done>, AppError> {
     let valid_from = chrono::Utc::now().timestamp() + 1;
     state.store.revoke_tokens(me.id, valid_from).await?;
     state.realtime.disconnect_user(me.id).await;
     tracing::info!(user_id = %me.id, "logged out");
-    Ok(axum::Json(json!({"ok": true})))
+    Ok(axum::Json(DONE))
 }
 
 async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next: Next) -> Response {
@@ -151,7 +151,7 @@ async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next
 
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = UserAnswer), NotFound))]
-async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
+async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<UserAnswer>, AppError> {
     let user = state.store.user(me.id).await?.ok_or(AppError::NotFound("no such user"))?;
-    Ok(axum::Json(json!({"user": user})))
+    Ok(axum::Json(UserAnswer { user }))
 }

@@ -10,12 +10,12 @@ use axum::{
     routing::{get, post},
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::answers::{CourseAnswer, Courses, MemberAnswer, Members};
 use super::caller::AuthUser;
 use super::extract::{Json, Path};
-use super::openapi::{Conflict, CourseAnswer, Courses, MemberAnswer, Members, NotFound};
+use super::openapi::{Conflict, NotFound};
 use crate::{
     access::{find_course, manages, require_course_reader},
     domain::{CourseTitle, Role},
@@ -48,21 +48,21 @@ async fn create_course(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Json(body): Json<CreateCourseBody>,
-) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+) -> Result<(StatusCode, axum::Json<CourseAnswer>), AppError> {
     if me.role == Role::Student {
         return Err(AppError::Forbidden("only a PROFESSOR or ADMIN may create courses"));
     }
     let title = CourseTitle::parse(&body.title)?;
     let course = state.store.create_course(title, me.id).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"course": course}))))
+    Ok((StatusCode::CREATED, axum::Json(CourseAnswer { course })))
 }
 
 /// The courses the caller belongs to (ADMIN: all).
 #[utoipa::path(get, path = "/api/courses", tag = "courses", security(("bearer" = [])),
     responses((status = 200, body = Courses)))]
-async fn list_courses(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
+async fn list_courses(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Courses>, AppError> {
     let courses = state.store.courses((!me.is_admin()).then_some(me.id)).await?;
-    Ok(axum::Json(json!({"courses": courses})))
+    Ok(axum::Json(Courses { courses }))
 }
 
 /// Enrols a user (the course's professor, ADMIN).
@@ -74,14 +74,14 @@ async fn add_member(
     AuthUser(me): AuthUser,
     Path(course_id): Path<Uuid>,
     Json(body): Json<AddMemberBody>,
-) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+) -> Result<(StatusCode, axum::Json<MemberAnswer>), AppError> {
     let user_id = crate::domain::parse_id(&body.user_id, "userId")?;
     let course = find_course(&state.store, course_id).await?;
     if !manages(&course, &me) {
         return Err(AppError::Forbidden("only the course's professor or an ADMIN may enrol"));
     }
     let member = state.store.add_member(course_id, user_id).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"member": member}))))
+    Ok((StatusCode::CREATED, axum::Json(MemberAnswer { member })))
 }
 
 /// The course's members (members, ADMIN).
@@ -91,8 +91,8 @@ async fn list_members(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Path(course_id): Path<Uuid>,
-) -> Result<axum::Json<Value>, AppError> {
+) -> Result<axum::Json<Members>, AppError> {
     require_course_reader(&state.store, course_id, &me).await?;
     let members = state.store.members(course_id).await?;
-    Ok(axum::Json(json!({"members": members})))
+    Ok(axum::Json(Members { members }))
 }

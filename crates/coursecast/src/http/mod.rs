@@ -8,6 +8,7 @@
 
 mod admin;
 mod analyses;
+mod answers;
 mod around;
 mod auth;
 mod caller;

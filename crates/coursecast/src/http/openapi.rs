@@ -21,16 +21,12 @@ use utoipa::{
         security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
     },
 };
-use uuid::Uuid;
 
-use super::{admin, analyses, auth, courses, notifications, ops, realtime, users};
+use super::{admin, analyses, answers::True, auth, courses, notifications, ops, realtime, users};
 use crate::{
     error::{ErrorCode, ErrorEnvelope},
-    realtime::connections::ConnectionStats,
     state::AppState,
-    store::{Course, Member, User},
-    streams::{AnnotationEvent, MessageEvent, NotificationEvent, Owner, ProgressEvent, StreamKind, Timestamp},
-    telemetry::live::LatencySummary,
+    streams::{AnnotationEvent, MessageEvent, NotificationEvent, Owner, ProgressEvent, StreamKind},
 };
 
 #[derive(OpenApi)]
@@ -230,69 +226,9 @@ macro_rules! refusals {
 
 refusals!(InvalidCredentials = 401, NotFound = 404, Conflict = 409, RateLimited = 429);
 
-/// `ok` of an answer: always `true` (a refusal has the error shape instead).
-pub struct True;
-
-impl PartialSchema for True {
-    fn schema() -> RefOr<openapi::Schema> {
-        ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([true])).into()
-    }
-}
-
-impl ToSchema for True {}
-
-// Answers that handlers build with `json!`, described here; the test in
-// `tests/api/openapi.rs` and the conformance run check real answers against them.
-
-/// `{ok: true}`
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Done {
-    pub ok: True,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserAnswer {
-    pub user: User,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CourseAnswer {
-    pub course: Course,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Courses {
-    pub courses: Vec<Course>,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MemberAnswer {
-    pub member: Member,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Members {
-    pub members: Vec<Member>,
-}
-
-/// One event per recipient.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NotificationEvents {
-    pub events: Vec<NotificationEvent>,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AnalysisStarted {
-    pub analysis_id: Uuid,
-}
+// Answers that pass stored events through as stored (serialised once, when stored:
+// `events/commands.rs`), so no Rust type holds them at the door; described here, and
+// checked against real answers by `tests/api/openapi.rs` and the conformance run.
 
 /// The answer of a write to a stream: the stored event (as the socket ack).
 #[derive(ToSchema)]
@@ -302,77 +238,9 @@ pub struct EventReply<E> {
     pub event: E,
 }
 
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Ping {
-    pub ok: True,
-    pub server_time: Timestamp,
-    pub websocket: WebsocketAvailable,
-}
-
+/// One event per recipient.
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WebsocketAvailable {
-    pub available: bool,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Status {
-    pub websocket: WebsocketStatus,
-    pub fallback: FallbackStatus,
-    pub uptime_seconds: u64,
-    pub version: String,
-}
-
-/// `connections` counts clients (Engine.IO sessions), `byNamespace` sockets.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WebsocketStatus {
-    pub enabled: bool,
-    pub connections: u64,
-    pub by_namespace: BTreeMap<String, u64>,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FallbackStatus {
-    pub enabled: bool,
-    pub polling_interval_ms: u64,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AdminStats {
-    pub connections: ConnectionStats,
-    pub events_delivered: u64,
-    pub latency: LatencySummary,
-    pub long_poll_waiters: u64,
-    pub uptime_seconds: u64,
-    pub server_time: Timestamp,
-}
-
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Readiness {
-    pub ok: True,
-    /// The storage backend.
-    pub database: Database,
-    pub redis: RedisState,
-}
-
-#[derive(ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Database {
-    Sqlite,
-    Postgres,
-}
-
-/// `off` when this node runs alone; Redis down does not fail the check.
-#[derive(ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RedisState {
-    Up,
-    Down,
-    Off,
+pub struct NotificationEvents {
+    pub events: Vec<NotificationEvent>,
 }

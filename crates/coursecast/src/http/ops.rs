@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use axum::{Json, Router, extract::State, routing::get};
-use serde_json::{Value, json};
 
-use super::openapi::{Done, Readiness};
+use super::answers::{DONE, Done, Readiness, RedisState, True};
 use crate::{error::AppError, state::AppState};
 
 pub fn router() -> Router<AppState> {
@@ -14,8 +13,8 @@ pub fn router() -> Router<AppState> {
 
 /// The process is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Done)))]
-async fn healthz() -> Json<Value> {
-    Json(json!({"ok": true}))
+async fn healthz() -> Json<Done> {
+    Json(DONE)
 }
 
 /// How long `/readyz` may take: a load balancer's probe must get an answer, not a
@@ -26,7 +25,7 @@ const READY_WITHIN: Duration = Duration::from_millis(800);
 /// Not logged here: a probe every few seconds would log an outage once per probe;
 /// storage logs each change of the database's state once.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness)))]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, AppError> {
     if !state.store.ready_within(READY_WITHIN).await {
         return Err(AppError::Unavailable("the database is unreachable"));
     }
@@ -34,9 +33,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> 
     // serves its own clients, and every node would fail the check at once, so its
     // state is reported here without taking the node out of rotation.
     let redis = match &state.realtime.cluster {
-        None => "off",
-        Some(cluster) if cluster.ping_within(READY_WITHIN / 2).await => "up",
-        Some(_) => "down",
+        None => RedisState::Off,
+        Some(cluster) if cluster.ping_within(READY_WITHIN / 2).await => RedisState::Up,
+        Some(_) => RedisState::Down,
     };
-    Ok(Json(json!({"ok": true, "database": state.store.kind(), "redis": redis})))
+    Ok(Json(Readiness { ok: True, database: state.store.kind(), redis }))
 }

@@ -12,12 +12,13 @@ use axum::{
     routing::{MethodRouter, get, patch, post},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::answers::{FallbackStatus, Ping, Status, True, WebsocketAvailable, WebsocketStatus};
 use super::caller::AuthUser;
 use super::extract::{Json, Path, Query};
-use super::openapi::{EventReply, NotFound, Ping, Status};
+use super::openapi::{EventReply, NotFound};
 use crate::{
     auth::Identity,
     error::AppError,
@@ -265,28 +266,29 @@ async fn read_notification(
 
 /// No token needed: the client's cheap check whether to go back to sockets.
 #[utoipa::path(post, path = "/api/realtime/ping", tag = "realtime", responses((status = 200, body = Ping)))]
-async fn ping(State(state): State<AppState>) -> AxumJson<Value> {
+async fn ping(State(state): State<AppState>) -> AxumJson<Ping> {
     let stats = state.realtime.connections.stats();
-    AxumJson(json!({
-        "ok": true,
-        "serverTime": Timestamp::now(),
-        "websocket": {"available": stats.clients < state.settings.max_connections},
-    }))
+    AxumJson(Ping {
+        ok: True,
+        server_time: Timestamp::now(),
+        websocket: WebsocketAvailable { available: stats.clients < state.settings.max_connections },
+    })
 }
 
 /// Connection counts and the fallback's settings.
 #[utoipa::path(get, path = "/api/realtime/status", tag = "realtime", security(("bearer" = [])),
     responses((status = 200, body = Status)))]
-async fn status(State(state): State<AppState>, AuthUser(_): AuthUser) -> AxumJson<Value> {
+async fn status(State(state): State<AppState>, AuthUser(_): AuthUser) -> AxumJson<Status> {
     let stats = state.realtime.connections.stats();
-    let by_namespace: Map<String, Value> = Namespace::ALL
-        .into_iter()
-        .map(|ns| (ns.path().to_owned(), json!(stats.by_namespace.get(&ns).copied().unwrap_or(0))))
-        .collect();
-    AxumJson(json!({
-        "websocket": {"enabled": true, "connections": stats.clients, "byNamespace": by_namespace},
-        "fallback": {"enabled": state.settings.enable_fallback, "pollingIntervalMs": state.settings.polling_interval_ms},
-        "uptimeSeconds": state.started_at.elapsed().as_secs(),
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    let by_namespace =
+        Namespace::ALL.into_iter().map(|ns| (ns.path(), stats.by_namespace.get(&ns).copied().unwrap_or(0))).collect();
+    AxumJson(Status {
+        websocket: WebsocketStatus { enabled: true, connections: stats.clients, by_namespace },
+        fallback: FallbackStatus {
+            enabled: state.settings.enable_fallback,
+            polling_interval_ms: state.settings.polling_interval_ms,
+        },
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }

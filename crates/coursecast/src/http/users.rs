@@ -7,12 +7,12 @@ use axum::{
     routing::{delete, post},
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::answers::{DONE, Done, UserAnswer};
 use super::caller::AuthUser;
 use super::extract::{Json, Path};
-use super::openapi::{Conflict, Done, NotFound, UserAnswer};
+use super::openapi::{Conflict, NotFound};
 use crate::{
     domain::{DisplayName, Email, Password, Role},
     error::AppError,
@@ -45,7 +45,7 @@ async fn create_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Json(body): Json<CreateUserBody>,
-) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+) -> Result<(StatusCode, axum::Json<UserAnswer>), AppError> {
     require_admin(&me)?;
     let email = Email::parse(&body.email)?;
     let password = Password::parse(&body.password)?;
@@ -54,7 +54,7 @@ async fn create_user(
     let password_hash = state.passwords.hash(password.into_inner()).await?;
     let user = state.store.create_user(NewUser { email, password_hash, display_name, role }).await?;
     tracing::info!(user_id = %user.id, role = %user.role, by = %me.id, "user created");
-    Ok((StatusCode::CREATED, axum::Json(json!({"user": user}))))
+    Ok((StatusCode::CREATED, axum::Json(UserAnswer { user })))
 }
 
 /// Removes an account and disconnects its sockets (ADMIN only).
@@ -64,10 +64,10 @@ async fn delete_user(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Path(user_id): Path<Uuid>,
-) -> Result<axum::Json<Value>, AppError> {
+) -> Result<axum::Json<Done>, AppError> {
     require_admin(&me)?;
     state.store.delete_user(user_id).await?;
     state.realtime.disconnect_user(user_id).await;
     tracing::info!(user_id = %user_id, by = %me.id, "user deleted");
-    Ok(axum::Json(json!({"ok": true})))
+    Ok(axum::Json(DONE))
 }
