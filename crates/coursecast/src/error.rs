@@ -34,23 +34,6 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
-        Self::ValidationFailed,
-        Self::InvalidCredentials,
-        Self::TokenMissing,
-        Self::TokenInvalid,
-        Self::TokenExpired,
-        Self::Forbidden,
-        Self::NotFound,
-        Self::MethodNotAllowed,
-        Self::Conflict,
-        Self::PayloadTooLarge,
-        Self::RateLimited,
-        Self::Unavailable,
-        Self::Internal,
-        Self::ServerFull,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ValidationFailed => "VALIDATION_FAILED",

@@ -10,12 +10,17 @@
 
 use std::{collections::BTreeMap, sync::LazyLock};
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use utoipa::{
     IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema,
     openapi::{
-        self, ContentBuilder, KnownFormat, ObjectBuilder, RefOr, Required, Response, ResponseBuilder, SchemaFormat,
-        Type,
+        self, AllOfBuilder, ContentBuilder, HeaderBuilder, KnownFormat, ObjectBuilder, RefOr, Required, Response,
+        ResponseBuilder, SchemaFormat, Type,
         path::{Operation, ParameterBuilder, ParameterIn},
         schema::{AdditionalProperties, ArrayBuilder},
         security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
@@ -134,14 +139,20 @@ fn json_response(description: &str, schema: impl Into<RefOr<openapi::Schema>>) -
         .build()
 }
 
-/// A refusal answered with `status`: the contract's error shape, and which codes it
-/// carries.
-fn refusal(status: u16) -> (String, RefOr<Response>) {
-    // SERVER_FULL refuses socket handshakes only.
-    let over_http = ErrorCode::ALL.iter().filter(|&&c| c != ErrorCode::ServerFull);
-    let codes: Vec<&str> = over_http.filter(|c| c.status().as_u16() == status).map(|c| c.as_str()).collect();
-    let described = format!("Refused: {}", codes.join(" or "));
-    (status.to_string(), json_response(&described, ErrorEnvelope::schema_ref()).into())
+/// A refusal with one of `codes` (all of one status): the contract's error shape, its
+/// `code` narrowed to them.
+fn refusal(codes: &[ErrorCode]) -> (String, RefOr<Response>) {
+    let status = codes[0].status();
+    let names: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+    let code = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names.clone()));
+    let narrowed = ObjectBuilder::new().property("error", ObjectBuilder::new().property("code", code));
+    let schema = AllOfBuilder::new().item(ErrorEnvelope::schema_ref()).item(narrowed);
+    let mut response = json_response(&format!("Refused: {}", names.join(" or ")), schema);
+    if codes.contains(&ErrorCode::RateLimited) {
+        let seconds = HeaderBuilder::new().schema(u64::schema()).description(Some("Seconds until a retry may succeed"));
+        response.headers.insert("Retry-After".into(), seconds.build());
+    }
+    (status.as_str().to_owned(), response.into())
 }
 
 trait SchemaRef {
@@ -158,7 +169,8 @@ impl<T: ToSchema> SchemaRef for T {
 /// attribute has to repeat them: 500 and 503 (a failure of ours, a dependency down,
 /// a request over its deadline) anywhere; 400 where there is input; 413 where there
 /// is a body; 401 and 403 where a token is required (403: a user's token on a
-/// service's endpoint or the other way round, or a role without the right).
+/// service's endpoint or the other way round, or a role without the right). Answers
+/// without a description get their status's reason phrase.
 struct CommonRefusals;
 
 impl Modify for CommonRefusals {
@@ -169,18 +181,26 @@ impl Modify for CommonRefusals {
                 let has_body = operation.request_body.is_some();
                 let has_input = has_body || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 let needs_token = operation.security.as_ref().is_some_and(|s| !s.is_empty());
-                let statuses = [
-                    (400, has_input),
-                    (401, needs_token),
-                    (403, needs_token),
-                    (413, has_body),
-                    (500, true),
-                    (503, true),
+                let refusals: [(&[ErrorCode], bool); 6] = [
+                    (&[ErrorCode::ValidationFailed], has_input),
+                    (&[ErrorCode::TokenMissing, ErrorCode::TokenInvalid, ErrorCode::TokenExpired], needs_token),
+                    (&[ErrorCode::Forbidden], needs_token),
+                    (&[ErrorCode::PayloadTooLarge], has_body),
+                    (&[ErrorCode::Internal], true),
+                    (&[ErrorCode::Unavailable], true),
                 ];
-                for (status, applies) in statuses {
+                for (codes, applies) in refusals {
                     if applies {
-                        let (status, response) = refusal(status);
+                        let (status, response) = refusal(codes);
                         operation.responses.responses.entry(status).or_insert(response);
+                    }
+                }
+                for (status, response) in &mut operation.responses.responses {
+                    if let RefOr::T(response) = response
+                        && response.description.is_empty()
+                    {
+                        let reason = status.parse().ok().and_then(|s| StatusCode::from_u16(s).ok());
+                        response.description = reason.and_then(|s| s.canonical_reason()).unwrap_or("").to_owned();
                     }
                 }
             }
@@ -211,20 +231,21 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The refusals particular to an operation, named in its `responses(...)`.
+/// The refusals particular to an operation, named in its `responses(...)` after their
+/// contract code.
 macro_rules! refusals {
-    ($($name:ident = $status:literal),* $(,)?) => {$(
-        pub struct $name;
+    ($($code:ident),* $(,)?) => {$(
+        pub struct $code;
 
-        impl IntoResponses for $name {
+        impl IntoResponses for $code {
             fn responses() -> BTreeMap<String, RefOr<Response>> {
-                BTreeMap::from([refusal($status)])
+                BTreeMap::from([refusal(&[ErrorCode::$code])])
             }
         }
     )*};
 }
 
-refusals!(InvalidCredentials = 401, NotFound = 404, Conflict = 409, RateLimited = 429);
+refusals!(InvalidCredentials, NotFound, Conflict, RateLimited);
 
 // Answers that pass stored events through as stored (serialised once, when stored:
 // `events/commands.rs`), so no Rust type holds them at the door; described here, and
