@@ -56,7 +56,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // once per level (a measurable share of a long poll's cost).
     // Each API route is also in the OpenAPI document: a new one gets
     // `#[utoipa::path(...)]` on its handler and one line in `openapi::ApiDoc`'s
-    // `paths(...)`; `tests/api/openapi.rs` fails until both agree.
+    // `paths(...)`; `tests/api/openapi.rs` (its `ROUTES` list names every route)
+    // fails until the router, the document and that list agree.
     let mut router = Router::new()
         .merge(auth::router(registrations))
         .merge(users::router())
