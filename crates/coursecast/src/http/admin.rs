@@ -10,8 +10,8 @@ use axum::{
     response::{Html, IntoResponse},
     routing::get,
 };
-use serde_json::{Value, json};
 
+use super::answers::{AdminStats, DatabaseFigures, Dependencies, RedisFigures, RoundTrips, SlowConsumers};
 use super::caller::AuthUser;
 use crate::{error::AppError, state::AppState, telemetry::figures::Snapshot};
 
@@ -37,7 +37,10 @@ async fn script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT)
 }
 
-async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<AxumJson<Value>, AppError> {
+/// The dashboard's figures (ADMIN only).
+#[utoipa::path(get, path = "/api/admin/stats", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = AdminStats)))]
+async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<AxumJson<AdminStats>, AppError> {
     if !me.is_admin() {
         return Err(AppError::Forbidden("only an ADMIN may read the dashboard"));
     }
@@ -51,40 +54,37 @@ async fn stats(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<
     }
     let database = state.store.health();
     let redis = state.realtime.cluster.as_ref().map(|cluster| cluster.is_up());
-    let round_trips = |histogram: &str| {
-        json!({
-            "count": metrics.count(&format!("{histogram}_count"), &[]),
-            "secondsSum": metrics.sum(&format!("{histogram}_sum"), &[]),
-        })
+    let round_trips = |histogram: &str| RoundTrips {
+        count: metrics.count(&format!("{histogram}_count"), &[]),
+        seconds_sum: metrics.sum(&format!("{histogram}_sum"), &[]),
     };
-    Ok(AxumJson(json!({
-        "deliveries": metrics.by("coursecast_deliveries_total", "transport"),
-        "refusals": refusals,
-        "slowConsumers": {
-            "broadcastMisses": metrics.count("coursecast_broadcast_failures_total", &[]),
-            "answersDeferred": metrics.count("coursecast_answers_deferred_total", &[]),
-            "answersLost": metrics.count("coursecast_answers_lost_total", &[]),
+    Ok(AxumJson(AdminStats {
+        deliveries: metrics.by("coursecast_deliveries_total", "transport"),
+        refusals,
+        slow_consumers: SlowConsumers {
+            broadcast_misses: metrics.count("coursecast_broadcast_failures_total", &[]),
+            answers_deferred: metrics.count("coursecast_answers_deferred_total", &[]),
+            answers_lost: metrics.count("coursecast_answers_lost_total", &[]),
         },
-        "dependencies": {
-            "database": {
-                "up": database.up,
-                "outages": database.outages,
-                "queries": round_trips("coursecast_db_query_seconds"),
+        dependencies: Dependencies {
+            database: DatabaseFigures {
+                up: database.up,
+                outages: database.outages,
+                queries: round_trips("coursecast_db_query_seconds"),
             },
-            "redis": {
-                "configured": redis.is_some(),
-                "up": redis,
-                "roundTrips": round_trips("coursecast_redis_seconds"),
-                "relayDropped": metrics.count("coursecast_cluster_relay_dropped_total", &[]),
+            redis: RedisFigures {
+                configured: redis.is_some(),
+                up: redis,
+                round_trips: round_trips("coursecast_redis_seconds"),
+                relay_dropped: metrics.count("coursecast_cluster_relay_dropped_total", &[]),
             },
         },
-        "rooms": state.realtime.presence.top_rooms(TOP_ROOMS),
-        "connections": state.realtime.connections.stats(),
-        // Stored events fanned out (each once, whatever its audience).
-        "eventsDelivered": metrics.count("coursecast_delivery_latency_seconds_count", &[]),
-        "latency": state.stats.latency(),
-        "longPollWaiters": state.waiters.waiting(),
-        "uptimeSeconds": state.started_at.elapsed().as_secs(),
-        "serverTime": crate::streams::Timestamp::now(),
-    })))
+        rooms: state.realtime.presence.top_rooms(TOP_ROOMS),
+        connections: state.realtime.connections.stats(),
+        events_delivered: metrics.count("coursecast_delivery_latency_seconds_count", &[]),
+        latency: state.stats.latency(),
+        long_poll_waiters: state.waiters.waiting(),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        server_time: crate::streams::Timestamp::now(),
+    }))
 }

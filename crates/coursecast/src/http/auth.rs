@@ -11,10 +11,11 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
+use super::answers::{DONE, Done, UserAnswer};
 use super::caller::AuthUser;
 use super::extract::Json;
+use super::openapi::{Conflict, InvalidCredentials, NotFound, RateLimited};
 use crate::{
     domain::{DisplayName, Email, Password, Role},
     error::AppError,
@@ -37,22 +38,23 @@ pub fn router(registrations: IpRateLimiter) -> Router<AppState> {
         .route("/api/auth/me", get(me))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RegisterBody {
     email: String,
+    #[schema(min_length = 10, max_length = 128)]
     password: String,
     display_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct UserWithToken {
     user: User,
     token: String,
@@ -67,6 +69,8 @@ pub(super) async fn token_for(state: &AppState, user: &User) -> Result<String, A
 }
 
 /// Self-service sign-up: always a STUDENT.
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterBody,
+    responses((status = 201, body = UserWithToken), Conflict, RateLimited))]
 async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterBody>,
@@ -84,6 +88,8 @@ async fn register(
 /// Unknown email and wrong password get the same answer after the same work, and
 /// cost the same: one failure of the address and one of the account (the email as
 /// given, known or not, so the limit says nothing about which accounts exist).
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = UserWithToken), InvalidCredentials, RateLimited))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -122,12 +128,14 @@ async fn login(
 
 /// Revokes every token issued up to now (same-second tokens included) and drops the
 /// user's live sockets and event streams.
-async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Done)))]
+async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Done>, AppError> {
     let valid_from = chrono::Utc::now().timestamp() + 1;
     state.store.revoke_tokens(me.id, valid_from).await?;
     state.disconnect_user(me.id).await;
     tracing::info!(user_id = %me.id, "logged out");
-    Ok(axum::Json(json!({"ok": true})))
+    Ok(axum::Json(DONE))
 }
 
 async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next: Next) -> Response {
@@ -141,7 +149,9 @@ async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next
     next.run(request).await
 }
 
-async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<Value>, AppError> {
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = UserAnswer), NotFound))]
+async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<axum::Json<UserAnswer>, AppError> {
     let user = state.store.user(me.id).await?.ok_or(AppError::NotFound("no such user"))?;
-    Ok(axum::Json(json!({"user": user})))
+    Ok(axum::Json(UserAnswer { user }))
 }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod analyses;
+mod answers;
 mod around;
 mod auth;
 mod caller;
@@ -15,6 +16,7 @@ mod courses;
 mod extract;
 pub mod listener;
 mod notifications;
+pub mod openapi;
 mod ops;
 mod realtime;
 mod sse;
@@ -53,6 +55,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
 
     // Every router names its full paths: `nest` would rewrite each request's URI
     // once per level (a measurable share of a long poll's cost).
+    // Each API route is also in the OpenAPI document: a new one gets
+    // `#[utoipa::path(...)]` on its handler and one line in `openapi::ApiDoc`'s
+    // `paths(...)`; `tests/api/openapi.rs` (its `ROUTES` list names every route)
+    // fails until the router, the document and that list agree.
     let mut router = Router::new()
         .merge(auth::router(registrations))
         .merge(users::router())
@@ -62,6 +68,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(realtime::router(state))
         .merge(admin::api_router())
         .merge(ops::router())
+        .merge(openapi::router())
         .merge(admin::page_router());
     if settings.metrics_port.is_none() {
         router = router.merge(metrics_router());

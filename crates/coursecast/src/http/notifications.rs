@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::caller::AnyCaller;
 use super::extract::Json;
+use super::openapi::{NotFound, NotificationEvents};
 use crate::{
     error::AppError,
     events::commands::NotifyRequest,
@@ -18,7 +19,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/notifications", post(notify))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NotifyBody {
     user_id: Option<String>,
@@ -29,6 +30,10 @@ struct NotifyBody {
     priority: Priority,
 }
 
+/// Notifies `userId`, or every member of `courseId` but the caller (ADMIN; a
+/// PROFESSOR for their courses and members; a service).
+#[utoipa::path(post, path = "/api/notifications", tag = "notifications", request_body = NotifyBody,
+    security(("bearer" = []), ("service" = [])), responses((status = 201, body = NotificationEvents), NotFound))]
 async fn notify(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,

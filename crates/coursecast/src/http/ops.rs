@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use axum::{Json, Router, extract::State, routing::get};
-use serde_json::{Value, json};
 
+use super::answers::{DONE, Done, Readiness, RedisState, True};
 use crate::{error::AppError, state::AppState};
 
 pub fn router() -> Router<AppState> {
@@ -12,8 +12,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The process is up and serving.
-async fn healthz() -> Json<Value> {
-    Json(json!({"ok": true}))
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Done)))]
+async fn healthz() -> Json<Done> {
+    Json(DONE)
 }
 
 /// How long `/readyz` may take: a load balancer's probe must get an answer, not a
@@ -23,7 +24,8 @@ const READY_WITHIN: Duration = Duration::from_millis(800);
 /// The database answers (503 `UNAVAILABLE` otherwise); Redis's state is reported.
 /// Not logged here: a probe every few seconds would log an outage once per probe;
 /// storage logs each change of the database's state once.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, AppError> {
     if !state.store.ready_within(READY_WITHIN).await {
         return Err(AppError::Unavailable("the database is unreachable"));
     }
@@ -31,9 +33,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> 
     // serves its own clients, and every node would fail the check at once, so its
     // state is reported here without taking the node out of rotation.
     let redis = match &state.realtime.cluster {
-        None => "off",
-        Some(cluster) if cluster.ping_within(READY_WITHIN / 2).await => "up",
-        Some(_) => "down",
+        None => RedisState::Off,
+        Some(cluster) if cluster.ping_within(READY_WITHIN / 2).await => RedisState::Up,
+        Some(_) => RedisState::Down,
     };
-    Ok(Json(json!({"ok": true, "database": state.store.kind(), "redis": redis})))
+    Ok(Json(Readiness { ok: True, database: state.store.kind(), redis }))
 }

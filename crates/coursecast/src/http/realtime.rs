@@ -12,18 +12,23 @@ use axum::{
     routing::{MethodRouter, get, patch, post},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::answers::{FallbackStatus, Ping, Status, True, WebsocketAvailable, WebsocketStatus};
 use super::caller::AuthUser;
 use super::extract::{Json, Path, Query};
+use super::openapi::{EventReply, NotFound};
 use crate::{
     auth::Identity,
     error::AppError,
     events::commands::{Membership, event_reply},
     realtime::Namespace,
+    realtime::presence::OnlinePage,
     state::AppState,
-    streams::{self, Owner, StreamKey, StreamKind, StreamPage, Timestamp},
+    streams::{
+        self, AnnotationEvent, MessageEvent, NotificationEvent, Owner, StreamKey, StreamKind, StreamPage, Timestamp,
+    },
     telemetry::metrics,
 };
 
@@ -57,11 +62,16 @@ async fn fallback_disabled(_: Request, _: Next) -> AppError {
     AppError::Unavailable("the HTTP polling fallback is disabled on this server")
 }
 
-#[derive(Deserialize)]
+/// PROTOCOL.md section 2, "Paging".
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PollQuery {
+pub(super) struct PollQuery {
+    /// Events after this `seq` (default 0).
+    #[param(minimum = 0)]
     since: Option<i64>,
+    /// At most this many events (default 100; clamped to 1..1000).
     limit: Option<i64>,
+    /// Seconds to hold a request that would return no events (clamped to 0..30).
     wait: Option<f64>,
 }
 
@@ -96,7 +106,7 @@ async fn poll_stream(
 }
 
 /// The course rooms that have presence, as named in the query.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum RoomNamespace {
     #[default]
@@ -104,23 +114,37 @@ enum RoomNamespace {
     Collaboration,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PresenceQuery {
+    /// The room's namespace (default `chat`).
     #[serde(default)]
+    #[param(inline)]
     namespace: RoomNamespace,
     after: Option<Uuid>,
     limit: Option<i64>,
 }
 
-/// `GET /api/realtime/presence/:courseId`: a page of the room's online users, the
-/// answer of the socket `presence` request (without `ok`), for clients on polling.
+/// The answer of the socket `presence` request (without `ok`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct PresenceAnswer {
+    course_id: Uuid,
+    #[serde(flatten)]
+    page: OnlinePage,
+}
+
+/// A page of the course room's online users (course members, ADMIN), for clients on polling.
+#[utoipa::path(get, path = "/api/realtime/presence/{course_id}", tag = "realtime",
+    params(("course_id" = Uuid, Path), PresenceQuery), security(("bearer" = [])),
+    responses((status = 200, body = PresenceAnswer), NotFound))]
 async fn presence(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Path(course_id): Path<Uuid>,
     Query(query): Query<PresenceQuery>,
-) -> Result<AxumJson<Value>, AppError> {
+) -> Result<AxumJson<PresenceAnswer>, AppError> {
     let (namespace, stream) = match query.namespace {
         RoomNamespace::Chat => (Namespace::Chat, StreamKey::messages(course_id)),
         RoomNamespace::Collaboration => (Namespace::Collaboration, StreamKey::annotations(course_id)),
@@ -128,35 +152,43 @@ async fn presence(
     state.commands.authorize_read(&me, stream).await?;
     let limit = streams::page_limit(query.limit) as usize;
     let page = state.realtime.presence.page(namespace, course_id, query.after, limit);
-    let mut body = serde_json::to_value(&page).map_err(AppError::internal)?;
-    body["courseId"] = json!(course_id);
-    Ok(AxumJson(body))
+    Ok(AxumJson(PresenceAnswer { course_id, page }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SendBody {
     content: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     channel_id: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     client_msg_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EditBody {
     content: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AnnotateBody {
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     document_id: String,
+    /// A JSON object of at most 16 KiB.
+    #[schema(value_type = Object)]
     annotation: Value,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     client_msg_id: String,
 }
 
 type EventAnswer = AxumJson<Map<String, Value>>;
 
+/// Sends a chat message, as the socket `send` (idempotent on `clientMsgId`).
+#[utoipa::path(post, path = "/api/realtime/messages/{course_id}", tag = "realtime", params(("course_id" = Uuid, Path)),
+    request_body = SendBody, security(("bearer" = [])),
+    responses((status = 201, body = EventReply<MessageEvent>), NotFound))]
 async fn send_message(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -177,6 +209,10 @@ async fn send_message(
     Ok((StatusCode::CREATED, AxumJson(event_reply(&appended)?)))
 }
 
+/// Edits a message (its sender only).
+#[utoipa::path(patch, path = "/api/realtime/messages/{course_id}/{message_id}", tag = "realtime",
+    params(("course_id" = Uuid, Path), ("message_id" = String, Path)), request_body = EditBody,
+    security(("bearer" = [])), responses((status = 200, body = EventReply<MessageEvent>), NotFound))]
 async fn edit_message(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -188,6 +224,10 @@ async fn edit_message(
     Ok(AxumJson(event_reply(&appended)?))
 }
 
+/// Deletes a message (its sender, the course's professor, ADMIN).
+#[utoipa::path(delete, path = "/api/realtime/messages/{course_id}/{message_id}", tag = "realtime",
+    params(("course_id" = Uuid, Path), ("message_id" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = EventReply<MessageEvent>), NotFound))]
 async fn delete_message(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -196,6 +236,10 @@ async fn delete_message(
     Ok(AxumJson(event_reply(&state.commands.delete_message(&me, course_id, &message_id).await?)?))
 }
 
+/// Stores an annotation, as the socket `annotate` (idempotent on `clientMsgId`).
+#[utoipa::path(post, path = "/api/realtime/annotations/{course_id}", tag = "realtime", params(("course_id" = Uuid, Path)),
+    request_body = AnnotateBody, security(("bearer" = [])),
+    responses((status = 201, body = EventReply<AnnotationEvent>), NotFound))]
 async fn annotate(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -209,6 +253,10 @@ async fn annotate(
     Ok((StatusCode::CREATED, AxumJson(event_reply(&appended)?)))
 }
 
+/// Marks a notification read (its user only).
+#[utoipa::path(post, path = "/api/realtime/notifications/{notification_id}/read", tag = "realtime",
+    params(("notification_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = EventReply<NotificationEvent>), NotFound))]
 async fn read_notification(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -218,25 +266,30 @@ async fn read_notification(
 }
 
 /// No token needed: the client's cheap check whether to go back to sockets.
-async fn ping(State(state): State<AppState>) -> AxumJson<Value> {
+#[utoipa::path(post, path = "/api/realtime/ping", tag = "realtime", responses((status = 200, body = Ping)))]
+async fn ping(State(state): State<AppState>) -> AxumJson<Ping> {
     let stats = state.realtime.connections.stats();
-    AxumJson(json!({
-        "ok": true,
-        "serverTime": Timestamp::now(),
-        "websocket": {"available": stats.clients < state.settings.max_connections},
-    }))
+    AxumJson(Ping {
+        ok: True,
+        server_time: Timestamp::now(),
+        websocket: WebsocketAvailable { available: stats.clients < state.settings.max_connections },
+    })
 }
 
-async fn status(State(state): State<AppState>, AuthUser(_): AuthUser) -> AxumJson<Value> {
+/// Connection counts and the fallback's settings.
+#[utoipa::path(get, path = "/api/realtime/status", tag = "realtime", security(("bearer" = [])),
+    responses((status = 200, body = Status)))]
+async fn status(State(state): State<AppState>, AuthUser(_): AuthUser) -> AxumJson<Status> {
     let stats = state.realtime.connections.stats();
-    let by_namespace: Map<String, Value> = Namespace::ALL
-        .into_iter()
-        .map(|ns| (ns.path().to_owned(), json!(stats.by_namespace.get(&ns).copied().unwrap_or(0))))
-        .collect();
-    AxumJson(json!({
-        "websocket": {"enabled": true, "connections": stats.clients, "byNamespace": by_namespace},
-        "fallback": {"enabled": state.settings.enable_fallback, "pollingIntervalMs": state.settings.polling_interval_ms},
-        "uptimeSeconds": state.started_at.elapsed().as_secs(),
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    let by_namespace =
+        Namespace::ALL.into_iter().map(|ns| (ns.path(), stats.by_namespace.get(&ns).copied().unwrap_or(0))).collect();
+    AxumJson(Status {
+        websocket: WebsocketStatus { enabled: true, connections: stats.clients, by_namespace },
+        fallback: FallbackStatus {
+            enabled: state.settings.enable_fallback,
+            polling_interval_ms: state.settings.polling_interval_ms,
+        },
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }

@@ -33,11 +33,12 @@ struct Inner {
 }
 
 /// Sizes of every map, for `/api/realtime/status` and the drain test.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionStats {
     pub clients: usize,
     pub sockets: usize,
+    #[schema(value_type = std::collections::BTreeMap<String, usize>)]
     pub by_namespace: HashMap<Namespace, usize>,
     pub user_entries: usize,
 }

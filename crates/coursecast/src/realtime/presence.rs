@@ -59,7 +59,7 @@ pub enum Ephemeral {
 }
 
 /// One page of a room's online users, ordered by user id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OnlinePage {
     pub count: usize,
@@ -83,9 +83,10 @@ pub struct PresenceDiff {
 type RoomKey = (Namespace, Uuid);
 
 /// One room as the dashboard shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomFigures {
+    #[schema(value_type = String)]
     pub namespace: Namespace,
     pub course_id: Uuid,
     /// Online users.
@@ -95,7 +96,7 @@ pub struct RoomFigures {
     pub events: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopRooms {
     pub by_members: Vec<RoomFigures>,

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The contract's `Course` object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Course {
     pub id: Uuid,
@@ -22,7 +22,7 @@ pub struct Course {
 }
 
 /// The contract's `Member` object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     pub user_id: Uuid,

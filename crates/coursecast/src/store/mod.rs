@@ -85,7 +85,7 @@ const WRITER_CACHE_KIB: &str = "-65536";
 const WAL_CHECKPOINT_PAGES: &str = "16384";
 
 /// Which backend a store runs on (for status pages and logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Sqlite,

@@ -2,11 +2,12 @@
 //! serialised once, when it is stored, and passed through as stored from then on.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     MessageSent,
@@ -14,7 +15,7 @@ pub enum MessageKind {
     MessageDeleted,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageEvent {
     #[serde(rename = "type")]
@@ -23,21 +24,23 @@ pub struct MessageEvent {
     pub message_id: Uuid,
     pub course_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub channel_id: Option<String>,
     pub sender_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub content: Option<String>,
     pub timestamp: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
     NotificationNew,
     NotificationRead,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NotificationType {
     CnnAnalysisComplete,
@@ -47,7 +50,7 @@ pub enum NotificationType {
     SystemUpdate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Priority {
     Low,
@@ -56,7 +59,7 @@ pub enum Priority {
     Urgent,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationEvent {
     #[serde(rename = "type")]
@@ -71,14 +74,14 @@ pub struct NotificationEvent {
     pub timestamp: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProgressKind {
     AnalysisProgress,
     AnalysisComplete,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressEvent {
     #[serde(rename = "type")]
@@ -91,7 +94,7 @@ pub struct ProgressEvent {
     pub timestamp: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnnotationEvent {
     pub seq: i64,
@@ -99,6 +102,8 @@ pub struct AnnotationEvent {
     pub course_id: Uuid,
     pub document_id: String,
     pub user_id: Uuid,
+    /// Always a JSON object (checked when it is stored).
+    #[schema(value_type = Object)]
     pub annotation: serde_json::Value,
     pub timestamp: Timestamp,
 }

@@ -16,7 +16,7 @@ pub struct LiveStats {
     latencies_us: Mutex<VecDeque<u32>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LatencySummary {
     pub samples: usize,

@@ -20,6 +20,7 @@ mod listener;
 mod login_limits;
 mod middleware;
 mod observability;
+mod openapi;
 mod polling;
 mod process;
 mod proxy;

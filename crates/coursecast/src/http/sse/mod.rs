@@ -26,7 +26,11 @@ use self::{
     connection::{Connection, Frames},
     specs::{Specs, Target, event_id},
 };
-use super::{caller::AuthUser, extract::Query};
+use super::{
+    caller::AuthUser,
+    extract::Query,
+    openapi::{NotFound, RateLimited},
+};
 use crate::{
     auth::{AuthError, bearer_token},
     error::AppError,
@@ -41,16 +45,23 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/realtime/stream", get(open))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
+pub(super) struct StreamQuery {
+    /// `KIND:ID[:SINCE]`, comma-separated: `messages`, `annotations` (course ids),
+    /// `notifications`, `progress` (user ids), `watch` (course id, no cursor).
     streams: Option<String>,
     /// The token, for a browser's `EventSource` (it cannot set headers). Only this
     /// endpoint reads it; the access log records paths, never query strings.
     access_token: Option<String>,
 }
 
-async fn open(
+/// The `text/event-stream` response (`ready`, then events, `: ping` heartbeats, `end`).
+#[utoipa::path(get, path = "/api/realtime/stream", tag = "realtime", params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "the cursors to resume from, as the last event's id")),
+    security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", body = String), NotFound, RateLimited))]
+pub(super) async fn open(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<StreamQuery>,
