@@ -31,7 +31,7 @@ root=$(pwd)
 ROUNDS=${ROUNDS:-2}
 QUICK=${QUICK:-0}
 SERVERS=${SERVERS:-"baseline bare sqlite postgres"}
-SCENARIOS=${SCENARIOS:-"idle connect connect-one-course big-course fanout fanout-big fanout-big-churn rooms polling sse"}
+SCENARIOS=${SCENARIOS:-"idle connect connect-one-course big-course fanout fanout-big fanout-big-churn rooms polling sse sse-50"}
 MAX_LOAD=${MAX_LOAD:-0.7}
 STEAL_MAX=${STEAL_MAX:-10}
 STEAL_RETRIES=${STEAL_RETRIES:-2}
@@ -216,6 +216,7 @@ for round in $(seq 1 "$ROUNDS"); do
     # The Node baseline and bare socketioxide have no SSE: their polling figures stand beside it.
     if [ "$kind" = sqlite ] || [ "$kind" = postgres ]; then
       scenario "$kind" "$round" sse sse --clients "$SSE_N" --rate 2 --duration "$SSE_SECS"
+      scenario "$kind" "$round" sse-50 sse --clients "$SSE_N" --rate 50 --duration "$SSE_SECS"
     fi
     if [ "$kind" = postgres ]; then
       psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS bench_r${round}_$$ WITH (FORCE)" >/dev/null || true

@@ -280,13 +280,13 @@ impl<'a> Course<'a> {
         phase: &watch::Sender<Phase>,
         tasks: Vec<tokio::task::JoinHandle<ClientOutcome>>,
     ) -> anyhow::Result<Measured> {
-        let cpu = CpuMeter::start(env.server_pid);
+        let (cpu, started) = (CpuMeter::start(env.server_pid), Instant::now());
         let sending = self.send_at_rate(load, warmup_until).await?;
-        let cpu = cpu.read();
+        let (cpu, sending_secs) = (cpu.read(), started.elapsed().as_secs_f64());
         let (final_head, deadline) = sending.settle(load.drain).await;
         phase.send_replace(Phase::Settle(final_head));
         let tally = tally(tasks, self.start, final_head, deadline).await;
-        Ok(Measured { cpu, sending, tally })
+        Ok(Measured { cpu, sending_secs, sending, tally })
     }
 
     /// POSTs messages with their send time embedded at the load's rate for its
@@ -333,6 +333,8 @@ impl<'a> Course<'a> {
 /// A run's figures.
 pub(crate) struct Measured {
     pub cpu: CpuUse,
+    /// Wall time of the sending, over which `cpu` was measured.
+    pub sending_secs: f64,
     pub sending: Sending,
     pub tally: Tally,
 }
@@ -377,6 +379,11 @@ impl Measured {
         results.insert("latency".into(), json!(tally.latency.summary()));
         results.insert("settled".into(), json!(tally.settled));
         results.insert("cpu".into(), json!(self.cpu));
+        // The transport's cost per copy, comparable across transports and rates: server
+        // CPU over the sending, divided by the copies the clients were owed.
+        let cpu_us = self.cpu.server_pct.map(|pct| pct / 100.0 * self.sending_secs * 1e6);
+        let per_delivery = cpu_us.filter(|_| tally.expected > 0).map(|us| us / tally.expected as f64);
+        results.insert("serverCpuUsPerDelivery".into(), json!(per_delivery.map(|us| (us * 100.0).round() / 100.0)));
         results
     }
 
