@@ -104,8 +104,9 @@ pub struct Settings {
     #[arg(long, env = "PRESENCE_LIST_MAX", default_value_t = 200)]
     pub presence_list_max: usize,
 
-    /// The window of rooms above `PRESENCE_LIST_MAX`, milliseconds: their count goes to
-    /// thousands of sockets, so it is announced less often than a small room's list.
+    /// The window of rooms above `PRESENCE_LIST_MAX`, milliseconds, counted from the
+    /// room's last count or its first member: their count goes to thousands of
+    /// sockets, so it is announced less often than a small room's list.
     #[arg(long, env = "PRESENCE_COUNT_WINDOW", default_value_t = 5000)]
     pub presence_count_window_ms: u64,
 

@@ -82,6 +82,14 @@ pub struct PresenceDiff {
 
 type RoomKey = (Namespace, Uuid);
 
+/// What a room's timer does when it fires.
+enum Flush {
+    Announce(PresenceDiff),
+    /// A big room's count is not due yet: wait this much more.
+    Later(Duration),
+    Nothing,
+}
+
 /// One room as the dashboard shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -120,6 +128,10 @@ struct Room {
     announced: usize,
     /// A diff is due: its timer task is running (one per room at most).
     flush_due: bool,
+    /// When the room last announced, or opened: a room above `list_max` waits
+    /// `count_window` from then, so a lecture filling up hears one count, not one a
+    /// window.
+    announced_at: Option<Instant>,
     /// Ephemeral relays in the current one-second window, and when it started.
     relays: u32,
     relays_since: Option<Instant>,
@@ -151,6 +163,7 @@ impl Presence {
     pub fn enter(self: &Arc<Self>, namespace: Namespace, course: Uuid, user: Uuid) {
         let mut rooms = self.lock();
         let room = rooms.entry((namespace, course)).or_default();
+        room.announced_at.get_or_insert_with(Instant::now);
         room.sockets += 1;
         let member = room.users.entry(user).or_default();
         member.sockets += 1;
@@ -214,35 +227,44 @@ impl Presence {
             return;
         }
         room.flush_due = true;
-        // A big room's count goes to every member: at 10,000 members, once a second
-        // would add a tenth to the deliveries of a course chatting at 10 msg/s.
-        let window =
-            if room.users.len() > self.limits.list_max { self.limits.count_window } else { self.limits.window };
-        let this = self.clone();
+        let (this, mut wait) = (self.clone(), self.limits.window);
         tokio::spawn(async move {
-            tokio::time::sleep(window).await;
-            if let Some(diff) = this.take_diff(key) {
-                this.announce(key.0, diff).await;
+            loop {
+                tokio::time::sleep(wait).await;
+                match this.take_diff(key) {
+                    Flush::Announce(diff) => break this.announce(key.0, diff).await,
+                    Flush::Later(more) => wait = more,
+                    Flush::Nothing => break,
+                }
             }
         });
     }
 
-    /// Takes the room's pending diff (`None` if nothing changed on balance) and drops
-    /// the room once it is empty and has nothing left to say.
-    fn take_diff(&self, key: RoomKey) -> Option<PresenceDiff> {
+    /// Takes the room's pending diff and drops the room once it is empty and has
+    /// nothing left to say; a room above `list_max` defers it until `count_window`
+    /// after its last count: that count goes to every member, and at 10,000 members
+    /// one a second would add a tenth to a course chatting at 10 msg/s.
+    fn take_diff(&self, key: RoomKey) -> Flush {
         let mut rooms = self.lock();
-        let room = rooms.get_mut(&key)?;
+        let Some(room) = rooms.get_mut(&key) else { return Flush::Nothing };
+        let since = room.announced_at.map_or(Duration::MAX, |at| at.elapsed());
+        if room.users.len() > self.limits.list_max && since < self.limits.count_window {
+            return Flush::Later(self.limits.count_window - since);
+        }
         room.flush_due = false;
         let came = std::mem::take(&mut room.came);
         let went = std::mem::take(&mut room.went);
         let count = room.users.len();
         let changed = !came.is_empty() || !went.is_empty() || count != room.announced;
         room.announced = count;
+        if changed {
+            room.announced_at = Some(Instant::now());
+        }
         if room.users.is_empty() {
             rooms.remove(&key);
         }
         if !changed {
-            return None;
+            return Flush::Nothing;
         }
         let listed = count <= self.limits.list_max && came.len() + went.len() <= self.limits.list_max;
         let sorted = |set: HashSet<Uuid>| {
@@ -250,7 +272,7 @@ impl Presence {
             ids.sort_unstable();
             ids
         };
-        Some(PresenceDiff {
+        Flush::Announce(PresenceDiff {
             course_id: key.1,
             online: listed.then(|| sorted(came)),
             offline: listed.then(|| sorted(went)),
@@ -325,18 +347,44 @@ mod tests {
     use super::*;
 
     fn presence(list_max: usize) -> Arc<Presence> {
+        presence_counting(list_max, Duration::ZERO)
+    }
+
+    fn presence_counting(list_max: usize, count_window: Duration) -> Arc<Presence> {
         let (_, io) = SocketIo::new_svc();
         Arc::new(Presence::new(
             io,
             PresenceLimits {
                 window: Duration::from_secs(3600),
                 list_max,
-                count_window: Duration::from_secs(3600),
+                count_window,
                 typing_every: Duration::from_secs(3600),
                 cursor_every: Duration::ZERO,
                 room_relays_per_sec: 3,
             },
         ))
+    }
+
+    /// The chat room's pending diff, which must be due.
+    fn due_diff(p: &Presence, course: Uuid) -> Option<PresenceDiff> {
+        match p.take_diff((Namespace::Chat, course)) {
+            Flush::Announce(diff) => Some(diff),
+            Flush::Nothing => None,
+            Flush::Later(wait) => panic!("the diff was deferred by {wait:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_big_rooms_count_waits_for_the_count_window() {
+        let p = presence_counting(1, Duration::from_secs(3600));
+        let course = Uuid::new_v4();
+        p.enter(Namespace::Chat, course, Uuid::new_v4());
+        assert!(due_diff(&p, course).is_some(), "a small room's diff is due at once");
+        p.enter(Namespace::Chat, course, Uuid::new_v4());
+        assert!(
+            matches!(p.take_diff((Namespace::Chat, course)), Flush::Later(wait) if wait > Duration::from_secs(3500)),
+            "a big room counts once per count window"
+        );
     }
 
     #[tokio::test]
@@ -351,7 +399,7 @@ mod tests {
         p.leave(Namespace::Chat, course, alice);
         p.leave(Namespace::Chat, course, alice);
         assert_eq!(p.page(Namespace::Chat, course, None, 10).count, 0);
-        assert_eq!(p.take_diff((Namespace::Chat, course)), None, "came and went within one window");
+        assert_eq!(due_diff(&p, course), None, "came and went within one window");
         assert_eq!(p.rooms(), 0, "an empty room is dropped once its diff is taken");
     }
 
@@ -363,13 +411,13 @@ mod tests {
         users.sort_unstable();
         p.enter(Namespace::Chat, course, users[0]);
         p.enter(Namespace::Chat, course, users[1]);
-        let diff = p.take_diff((Namespace::Chat, course)).unwrap();
+        let diff = due_diff(&p, course).unwrap();
         assert_eq!((diff.online, diff.offline, diff.count), (Some(users[..2].to_vec()), Some(vec![]), 2));
         p.leave(Namespace::Chat, course, users[0]);
         p.enter(Namespace::Chat, course, users[0]);
-        assert_eq!(p.take_diff((Namespace::Chat, course)), None, "left and came back: no change");
+        assert_eq!(due_diff(&p, course), None, "left and came back: no change");
         p.enter(Namespace::Chat, course, users[2]);
-        let diff = p.take_diff((Namespace::Chat, course)).unwrap();
+        let diff = due_diff(&p, course).unwrap();
         assert_eq!((diff.online, diff.offline, diff.count), (None, None, 3), "above the threshold: the count");
     }
 
