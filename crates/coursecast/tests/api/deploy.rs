@@ -217,7 +217,9 @@ async fn the_image_healthcheck_passes_on_a_live_server_and_fails_on_a_dead_one()
     let (output, elapsed) = tokio::task::spawn_blocking(move || run_healthcheck(silent_port)).await.expect("join");
     drop(silent);
     assert!(!output.status.success(), "a server that never answers is unhealthy");
-    assert!(elapsed < Duration::from_secs(5), "the check has a deadline: took {elapsed:?}");
+    // Without a deadline this would never end; the bound leaves room for a cold start
+    // of the debug binary on a loaded machine, which the 2 s deadline does not cover.
+    assert!(elapsed < Duration::from_secs(15), "the check has a deadline: took {elapsed:?}");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("no answer"),
         "{}",
