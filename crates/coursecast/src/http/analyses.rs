@@ -10,7 +10,10 @@ use uuid::Uuid;
 use super::answers::AnalysisStarted;
 use super::caller::{AuthUser, ServiceCaller};
 use super::extract::{Json, Path};
-use super::openapi::{Conflict, EventReply, NotFound};
+use super::{
+    answers::EventReply,
+    refusals::{Conflict, NotFound},
+};
 use crate::{
     access::require_course_reader, domain::parse_id, error::AppError, events::commands::event_reply, state::AppState,
     streams::ProgressEvent,

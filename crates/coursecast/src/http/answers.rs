@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     realtime::{connections::ConnectionStats, presence::TopRooms},
     store::{BackendKind, Course, Member, User},
-    streams::Timestamp,
+    streams::{NotificationEvent, Timestamp},
     telemetry::live::LatencySummary,
 };
 
@@ -195,4 +195,25 @@ pub enum RedisState {
     Up,
     Down,
     Off,
+}
+
+// Answers that pass stored events through as stored (serialised once, when stored:
+// `events/commands.rs`), so no Rust type holds them at the door; described here, and
+// checked against real answers by `tests/api/openapi.rs` and the conformance run.
+
+/// The answer of a write to a stream: the stored event (as the socket ack).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only described: handlers send the stored JSON as it is")]
+#[serde(deny_unknown_fields)]
+pub struct EventReply<E> {
+    pub ok: True,
+    pub event: E,
+}
+
+/// One event per recipient.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only described: handlers send the stored JSON as it is")]
+#[serde(deny_unknown_fields)]
+pub struct NotificationEvents {
+    pub events: Vec<NotificationEvent>,
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::answers::{DONE, Done, UserAnswer};
 use super::caller::AuthUser;
 use super::extract::Json;
-use super::openapi::{Conflict, InvalidCredentials, NotFound, RateLimited};
+use super::refusals::{Conflict, InvalidCredentials, NotFound, RateLimited};
 use crate::{
     domain::{DisplayName, Email, Password, Role},
     error::AppError,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::answers::{CourseAnswer, Courses, MemberAnswer, Members};
 use super::caller::AuthUser;
 use super::extract::{Json, Path};
-use super::openapi::{Conflict, NotFound};
+use super::refusals::{Conflict, NotFound};
 use crate::{
     access::{find_course, manages, require_course_reader},
     domain::{CourseTitle, Role},

@@ -19,6 +19,7 @@ mod notifications;
 pub mod openapi;
 mod ops;
 mod realtime;
+mod refusals;
 mod sse;
 mod users;
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::caller::AnyCaller;
 use super::extract::Json;
-use super::openapi::{NotFound, NotificationEvents};
+use super::{answers::NotificationEvents, refusals::NotFound};
 use crate::{
     error::AppError,
     events::commands::NotifyRequest,

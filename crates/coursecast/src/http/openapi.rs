@@ -8,7 +8,7 @@
 //! 403, 413, 500, 503) are added by [`CommonRefusals`]. `tests/api/openapi.rs`
 //! fails while a route the router answers is missing here, or the other way round.
 
-use std::{collections::BTreeMap, sync::LazyLock};
+use std::sync::LazyLock;
 
 use axum::{
     Router,
@@ -19,15 +19,18 @@ use axum::{
 use utoipa::{
     IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema,
     openapi::{
-        self, AllOfBuilder, ContentBuilder, HeaderBuilder, KnownFormat, ObjectBuilder, RefOr, Required, Response,
-        ResponseBuilder, SchemaFormat, Type,
+        self, KnownFormat, ObjectBuilder, RefOr, Required, SchemaFormat, Type,
         path::{Operation, ParameterBuilder, ParameterIn},
         schema::{AdditionalProperties, ArrayBuilder},
         security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
     },
 };
 
-use super::{admin, analyses, answers::True, auth, courses, notifications, ops, realtime, sse, users};
+use super::{
+    admin, analyses, auth, courses, notifications, ops, realtime,
+    refusals::{NotFound, json_response, refusal},
+    sse, users,
+};
 use crate::{
     error::{ErrorCode, ErrorEnvelope},
     state::AppState,
@@ -132,39 +135,6 @@ fn event_schema(kind: StreamKind) -> RefOr<openapi::Schema> {
     RefOr::Ref(openapi::Ref::from_schema_name(name))
 }
 
-fn json_response(description: &str, schema: impl Into<RefOr<openapi::Schema>>) -> Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
-        .build()
-}
-
-/// A refusal with one of `codes` (all of one status): the contract's error shape, its
-/// `code` narrowed to them.
-fn refusal(codes: &[ErrorCode]) -> (String, RefOr<Response>) {
-    let status = codes[0].status();
-    let names: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-    let code = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names.clone()));
-    let narrowed = ObjectBuilder::new().property("error", ObjectBuilder::new().property("code", code));
-    let schema = AllOfBuilder::new().item(ErrorEnvelope::schema_ref()).item(narrowed);
-    let mut response = json_response(&format!("Refused: {}", names.join(" or ")), schema);
-    if codes.contains(&ErrorCode::RateLimited) {
-        let seconds = HeaderBuilder::new().schema(u64::schema()).description(Some("Seconds until a retry may succeed"));
-        response.headers.insert("Retry-After".into(), seconds.build());
-    }
-    (status.as_str().to_owned(), response.into())
-}
-
-trait SchemaRef {
-    fn schema_ref() -> RefOr<openapi::Schema>;
-}
-
-impl<T: ToSchema> SchemaRef for T {
-    fn schema_ref() -> RefOr<openapi::Schema> {
-        RefOr::Ref(openapi::Ref::from_schema_name(T::name()))
-    }
-}
-
 /// The refusals an operation gets by its kind, added to every operation so that no
 /// attribute has to repeat them: 500 and 503 (a failure of ours, a dependency down,
 /// a request over its deadline) anywhere; 400 where there is input; 413 where there
@@ -229,39 +199,4 @@ impl Modify for SecuritySchemes {
             jwt("A service's token (HS256; role SERVICE, sub names the service); only where an operation lists it"),
         );
     }
-}
-
-/// The refusals particular to an operation, named in its `responses(...)` after their
-/// contract code.
-macro_rules! refusals {
-    ($($code:ident),* $(,)?) => {$(
-        pub struct $code;
-
-        impl IntoResponses for $code {
-            fn responses() -> BTreeMap<String, RefOr<Response>> {
-                BTreeMap::from([refusal(&[ErrorCode::$code])])
-            }
-        }
-    )*};
-}
-
-refusals!(InvalidCredentials, NotFound, Conflict, RateLimited);
-
-// Answers that pass stored events through as stored (serialised once, when stored:
-// `events/commands.rs`), so no Rust type holds them at the door; described here, and
-// checked against real answers by `tests/api/openapi.rs` and the conformance run.
-
-/// The answer of a write to a stream: the stored event (as the socket ack).
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventReply<E> {
-    pub ok: True,
-    pub event: E,
-}
-
-/// One event per recipient.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NotificationEvents {
-    pub events: Vec<NotificationEvent>,
 }

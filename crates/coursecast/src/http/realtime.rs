@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::answers::{FallbackStatus, Ping, Status, True, WebsocketAvailable, WebsocketStatus};
 use super::caller::AuthUser;
 use super::extract::{Json, Path, Query};
-use super::openapi::{EventReply, NotFound};
+use super::{answers::EventReply, refusals::NotFound};
 use crate::{
     auth::Identity,
     error::AppError,

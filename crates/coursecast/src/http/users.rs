@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::answers::{DONE, Done, UserAnswer};
 use super::caller::AuthUser;
 use super::extract::{Json, Path};
-use super::openapi::{Conflict, NotFound};
+use super::refusals::{Conflict, NotFound};
 use crate::{
     domain::{DisplayName, Email, Password, Role},
     error::AppError,

@@ -29,7 +29,7 @@ use self::{
 use super::{
     caller::AuthUser,
     extract::Query,
-    openapi::{NotFound, RateLimited},
+    refusals::{NotFound, RateLimited},
 };
 use crate::{
     auth::{AuthError, bearer_token},
