@@ -313,7 +313,12 @@ test("an admin opens the dashboard under load and sees copies, refusals, depende
   const a = await openUser(users[0]);
   const b = await openUser(users[1]);
   const dashboard = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
-  t.after(() => Promise.all([a.context.close(), b.context.close(), dashboard.close()]).catch(() => {}));
+  // Each user's SSE cutter is a listening proxy: left open, it keeps the test process alive.
+  t.after(() =>
+    Promise.all([a.context.close(), b.context.close(), a.cutter.close(), b.cutter.close(), dashboard.close()]).catch(
+      () => {},
+    ),
+  );
   await Promise.all([status(a.page, "online"), status(b.page, "online")]);
 
   const page = await dashboard.newPage();
