@@ -13,6 +13,7 @@ use crate::{
     events::{
         commands::{CommandLimits, Commands},
         fanout::{Fanout, Origin, Sink},
+        interest::{Holder, Interest},
         publisher::Publisher,
         subscribers::{SubscriberLimits, Subscribers},
         waiters::Waiters,
@@ -34,10 +35,14 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let passwords = tokio::task::spawn_blocking(PasswordHasher::new).await??;
     let (service, io) = realtime::server::build(&settings);
     let connections = Arc::new(Connections::new(settings.max_connections, settings.max_sockets_per_user));
-    let cluster = match &settings.redis_url {
-        Some(url) => Some(Cluster::connect(url, &settings.redis_channel).await?),
-        None => None,
+    let (interest, cluster) = match &settings.redis_url {
+        Some(url) => {
+            let (interest, changes) = Interest::routed();
+            (interest.clone(), Some((Cluster::connect(url, &settings.redis_channel, interest).await?, changes)))
+        }
+        None => (Interest::single_node(), None),
     };
+    let (cluster, changes) = cluster.unzip();
     let presence = Arc::new(Presence::new(io.clone(), PresenceLimits::from_settings(&settings)));
     let realtime = Realtime {
         io: io.clone(),
@@ -47,7 +52,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         expiries: Expiries::start(),
         cluster: cluster.clone(),
     };
-    let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters));
+    let waiters = Arc::new(Waiters::new(settings.long_poll_max_waiters, interest.clone()));
     let subscribers = Subscribers::new(SubscriberLimits {
         max_connections: settings.sse_max_connections,
         max_per_user: settings.sse_max_per_user,
@@ -56,16 +61,18 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let stats = Arc::new(LiveStats::default());
     // Every transport of committed events: long polls, event streams, sockets, then
     // other nodes.
-    let mut sinks: Vec<Arc<dyn Sink>> =
-        vec![waiters.clone(), subscribers.clone(), Arc::new(Broadcaster::new(io.clone(), realtime.presence.clone()))];
+    let broadcaster = Arc::new(Broadcaster::new(io.clone(), realtime.presence.clone()));
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![waiters.clone(), subscribers.clone(), broadcaster.clone()];
     if let Some(cluster) = &cluster {
         sinks.push(cluster.clone());
     }
+    let holders: Vec<Arc<dyn Holder>> = vec![waiters.clone(), subscribers.clone(), broadcaster];
+    interest.start_sweeping(holders);
     let fanout = Fanout::new(store.clone(), sinks, stats.clone());
-    if let Some(cluster) = &cluster {
+    if let (Some(cluster), Some(changes)) = (&cluster, changes) {
         let (fanout, realtime, store, subscribers) =
             (fanout.clone(), realtime.clone(), store.clone(), subscribers.clone());
-        cluster.spawn_listener(move |remote| {
+        cluster.spawn_listener(changes, move |remote| {
             let (fanout, realtime, store, subscribers) =
                 (fanout.clone(), realtime.clone(), store.clone(), subscribers.clone());
             async move {
@@ -92,6 +99,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         waiters,
         subscribers,
         realtime,
+        interest,
         settings: Arc::new(settings),
         store,
         passwords,

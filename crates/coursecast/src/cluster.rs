@@ -1,14 +1,23 @@
 //! Several nodes (DESIGN.md principle 2): with `REDIS_URL`, every node publishes the
-//! events it commits, and the user disconnects it is asked for, on one Redis pub/sub
-//! channel; every other node delivers them to its own sockets and long-poll waiters.
+//! events it commits on Redis pub/sub, and every other node delivers them to its own
+//! sockets, event streams and long-poll waiters.
+//!
+//! Routing by interest: each course and each user has its own channel
+//! (`{REDIS_CHANNEL}:course:{id}`, `{REDIS_CHANNEL}:user:{id}`), and a node subscribes
+//! only to the scopes its clients hold (`events::interest`), so cross-node traffic
+//! grows with each node's audience, not with the platform's. A progress event goes
+//! to its user's channel and its course's (watchers); a node holding both takes it
+//! from the user's. Requests every node must hear (disconnect a user: their tokens
+//! stopped holding) go on the base channel `{REDIS_CHANNEL}`.
 //!
 //! Storage stays the source of truth: a node that misses a message (Redis briefly
 //! down) leaves its clients with a `seq` gap they repair from the stored stream, and
 //! a reconnecting client resumes from its cursor on any node.
 //!
-//! Why our own channel rather than socketioxide's Redis adapter: the adapter reaches
-//! sockets only, while committed events must also wake long-poll waiters on every
-//! node; one message per event serves both, and keeps handlers non-generic.
+//! Why our own channels rather than socketioxide's Redis adapter: the adapter reaches
+//! sockets only, while committed events must also wake long-poll waiters and event
+//! streams on every node; one message per event serves all, and keeps handlers
+//! non-generic.
 //!
 //! Redis is only the bus (DESIGN.md principle 2): nothing commits or acknowledges
 //! while waiting on it. Messages go into a bounded outbox that a relay task
@@ -18,9 +27,10 @@
 //! mark each change; other nodes' clients repair what they missed from storage.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -29,7 +39,7 @@ use anyhow::Context;
 use futures_util::{StreamExt, future::BoxFuture};
 use redis::{
     AsyncCommands,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -38,17 +48,25 @@ use uuid::Uuid;
 use tokio::sync::mpsc;
 
 use crate::{
-    events::fanout::{Origin, Sink},
+    events::{
+        fanout::{Origin, Sink},
+        interest::{Change, Interest, Scope},
+    },
     streams::{StoredEvent, StreamKey},
     telemetry::metrics,
 };
 
 /// Messages waiting for the relay at most; past it they are dropped.
 const OUTBOX: usize = 8192;
-/// The longest one publish may take before Redis counts as down.
+/// The longest one publish or subscription change may take before Redis counts
+/// as down.
 const PUBLISH_WITHIN: Duration = Duration::from_secs(1);
 /// How often a down Redis is asked whether it answers again.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Channels per SUBSCRIBE command when resubscribing everything after a reconnect.
+const SUBSCRIBE_BATCH: usize = 1000;
+/// Subscription changes applied per round trip at most.
+const CHANGES_BATCH: usize = 1000;
 
 /// What nodes tell each other.
 #[derive(Serialize, Deserialize)]
@@ -68,19 +86,27 @@ pub enum Remote {
     DisconnectUser(Uuid),
 }
 
+/// A message for the relay: its channel and its text.
+type Outgoing = (String, String);
+
 pub struct Cluster {
     node: Uuid,
+    /// The base channel; scope channels are named after it.
     channel: String,
     client: redis::Client,
     publisher: ConnectionManager,
     /// Messages for the relay task (which owns the receiving end).
-    outbox: mpsc::Sender<String>,
+    outbox: mpsc::Sender<Outgoing>,
     /// Whether Redis answered the relay's last publish or probe.
     up: AtomicBool,
+    /// What this node's clients listen to: the channels it subscribes to.
+    interest: Arc<Interest>,
+    /// Events received from other nodes and delivered here.
+    received: AtomicU64,
 }
 
 impl Cluster {
-    pub async fn connect(url: &str, channel: &str) -> anyhow::Result<Arc<Self>> {
+    pub async fn connect(url: &str, channel: &str, interest: Arc<Interest>) -> anyhow::Result<Arc<Self>> {
         let client = redis::Client::open(url).context("parsing REDIS_URL")?;
         // Reconnects with backoff while running; at start-up, fail fast instead.
         let config = ConnectionManagerConfig::new()
@@ -90,13 +116,26 @@ impl Cluster {
         let publisher =
             ConnectionManager::new_with_config(client.clone(), config).await.context("connecting to Redis")?;
         let node = Uuid::new_v4();
-        tracing::info!(%node, channel, "cluster fan-out over Redis");
+        tracing::info!(%node, channel, "cluster fan-out over Redis, routed by interest");
         let (outbox, queued) = mpsc::channel(OUTBOX);
-        let cluster =
-            Arc::new(Self { node, channel: channel.to_owned(), client, publisher, outbox, up: AtomicBool::new(true) });
+        let cluster = Arc::new(Self {
+            node,
+            channel: channel.to_owned(),
+            client,
+            publisher,
+            outbox,
+            up: AtomicBool::new(true),
+            interest,
+            received: AtomicU64::new(0),
+        });
         metrics::dependency_up("redis", true);
         tokio::spawn(relay(Arc::downgrade(&cluster), queued));
         Ok(cluster)
+    }
+
+    /// Events other nodes relayed that this node delivered to its clients.
+    pub fn received_events(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Whether Redis answered the last publish or probe.
@@ -122,38 +161,64 @@ impl Cluster {
         }
     }
 
-    /// Hands a committed event to the relay (never waits: see the module's header).
+    /// The channel of one scope.
+    fn scope_channel(&self, scope: Scope) -> String {
+        match scope {
+            Scope::Course(id) => format!("{}:course:{id}", self.channel),
+            Scope::User(id) => format!("{}:user:{id}", self.channel),
+        }
+    }
+
+    /// The scope a channel name stands for (`None`: the base channel).
+    fn channel_scope(&self, name: &str) -> Option<Scope> {
+        let rest = name.strip_prefix(self.channel.as_str())?.strip_prefix(':')?;
+        let (kind, id) = rest.split_once(':')?;
+        let id = Uuid::parse_str(id).ok()?;
+        match kind {
+            "course" => Some(Scope::Course(id)),
+            "user" => Some(Scope::User(id)),
+            _ => None,
+        }
+    }
+
+    /// Hands a committed event to the relay, once per scope whose listeners it
+    /// reaches (never waits: see the module's header).
     fn relay_event(&self, event: &StoredEvent) {
-        self.enqueue(&Message::Event {
+        let message = Message::Event {
             node: self.node,
             stream: event.stream.to_string(),
             seq: event.seq,
             payload: event.payload.get().to_owned(),
             watch_course: event.watch_course,
-        });
+        };
+        for scope in Scope::reached_by(event) {
+            self.enqueue(self.scope_channel(scope), &message);
+        }
     }
 
-    /// Asks the other nodes to disconnect a user's sockets (never waits).
+    /// Asks every other node to disconnect a user's sockets (never waits).
     pub fn relay_disconnect(&self, user: Uuid) {
-        self.enqueue(&Message::DisconnectUser { node: self.node, user });
+        self.enqueue(self.channel.clone(), &Message::DisconnectUser { node: self.node, user });
     }
 
-    fn enqueue(&self, message: &Message) {
+    fn enqueue(&self, channel: String, message: &Message) {
         let text = match serde_json::to_string(message) {
             Ok(text) => text,
             Err(err) => return tracing::error!(error = %err, "cluster message not encodable"),
         };
-        if self.outbox.try_send(text).is_err() {
+        if self.outbox.try_send((channel, text)).is_err() {
             metrics::cluster_relay_dropped("outbox_full");
         }
     }
 
-    async fn publish(&self, text: String) -> Result<(), String> {
+    async fn publish(&self, (channel, text): Outgoing) -> Result<(), String> {
         let mut conn = self.publisher.clone();
         let started = std::time::Instant::now();
-        match tokio::time::timeout(PUBLISH_WITHIN, conn.publish::<_, _, ()>(&self.channel, text)).await {
+        let bytes = text.len();
+        match tokio::time::timeout(PUBLISH_WITHIN, conn.publish::<_, _, ()>(channel, text)).await {
             Ok(Ok(())) => {
                 metrics::redis_round_trip("publish", started.elapsed());
+                metrics::cluster_traffic("out", bytes);
                 Ok(())
             }
             Ok(Err(err)) => Err(err.to_string()),
@@ -174,9 +239,10 @@ impl Cluster {
         up
     }
 
-    /// Listens for the other nodes' messages for the life of the process,
-    /// resubscribing after connection loss, and hands each to `handle`.
-    pub fn spawn_listener<F, Fut>(self: &Arc<Self>, handle: F)
+    /// Listens for the other nodes' messages for the life of the process: subscribes
+    /// to the base channel and to the scopes `changes` asks for, resubscribes after
+    /// connection loss, and hands each message to `handle`.
+    pub fn spawn_listener<F, Fut>(self: &Arc<Self>, mut changes: mpsc::UnboundedReceiver<Change>, handle: F)
     where
         F: Fn(Remote) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
@@ -186,7 +252,9 @@ impl Cluster {
             // Said once per loss, not once per retry while Redis is away.
             let mut lost = false;
             loop {
-                if let Err(err) = cluster.listen(&handle, &mut lost).await {
+                let result = cluster.listen(&handle, &mut changes, &mut lost).await;
+                cluster.interest.linked(false);
+                if let Err(err) = result {
                     if !lost {
                         tracing::warn!(error = %err, "cluster subscription lost; resubscribing");
                     }
@@ -197,36 +265,113 @@ impl Cluster {
         });
     }
 
-    async fn listen<F, Fut>(&self, handle: &F, lost: &mut bool) -> anyhow::Result<()>
+    async fn listen<F, Fut>(
+        &self,
+        handle: &F,
+        changes: &mut mpsc::UnboundedReceiver<Change>,
+        lost: &mut bool,
+    ) -> anyhow::Result<()>
     where
         F: Fn(Remote) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(&self.channel).await?;
+        let pubsub = tokio::time::timeout(PUBLISH_WITHIN, self.client.get_async_pubsub())
+            .await
+            .context("no connection within the deadline")??;
+        let (mut sink, mut messages) = pubsub.split();
+        within(sink.subscribe(&self.channel)).await?;
+        // Everything wanted now; changes queued meanwhile are applied after it, in
+        // order, so the subscriptions end as the interest says.
+        for scopes in self.interest.wanted().chunks(SUBSCRIBE_BATCH) {
+            let names: Vec<String> = scopes.iter().map(|scope| self.scope_channel(*scope)).collect();
+            within(sink.subscribe(names)).await?;
+            self.interest.confirm(scopes);
+        }
+        self.interest.linked(true);
         if std::mem::take(lost) {
             tracing::warn!("cluster subscription restored");
         }
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            let text: String = message.get_payload()?;
-            match serde_json::from_str::<Message>(&text) {
-                Ok(Message::Event { node, .. } | Message::DisconnectUser { node, .. }) if node == self.node => {}
-                Ok(Message::Event { stream, seq, payload, watch_course, .. }) => {
-                    match (stream.parse::<StreamKey>(), RawValue::from_string(payload)) {
-                        (Ok(stream), Ok(payload)) => {
-                            let payload = Arc::from(payload);
-                            handle(Remote::Deliver(StoredEvent { stream, seq, payload, watch_course })).await;
-                        }
-                        _ => tracing::warn!(stream, "undecodable cluster event"),
-                    }
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { anyhow::bail!("the subscription stream ended") };
+                    self.receive(&message, handle).await;
                 }
-                Ok(Message::DisconnectUser { user, .. }) => handle(Remote::DisconnectUser(user)).await,
-                Err(err) => tracing::warn!(error = %err, "undecodable cluster message"),
+                Some(first) = changes.recv() => {
+                    let mut batch = vec![first];
+                    while batch.len() < CHANGES_BATCH && let Ok(change) = changes.try_recv() {
+                        batch.push(change);
+                    }
+                    self.apply(&mut sink, batch).await?;
+                }
             }
         }
-        anyhow::bail!("the subscription stream ended")
     }
+
+    /// Applies subscription changes: only each scope's last change counts.
+    async fn apply(&self, sink: &mut PubSubSink, batch: Vec<Change>) -> anyhow::Result<()> {
+        let mut last = HashMap::new();
+        for change in batch {
+            match change {
+                Change::Subscribe(scope) => last.insert(scope, true),
+                Change::Unsubscribe(scope) => last.insert(scope, false),
+            };
+        }
+        let (subscribe, unsubscribe): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, wanted)| *wanted);
+        let subscribe: Vec<Scope> = subscribe.into_iter().map(|(scope, _)| scope).collect();
+        if !subscribe.is_empty() {
+            let names: Vec<String> = subscribe.iter().map(|scope| self.scope_channel(*scope)).collect();
+            within(sink.subscribe(names)).await?;
+            self.interest.confirm(&subscribe);
+        }
+        if !unsubscribe.is_empty() {
+            let names: Vec<String> = unsubscribe.iter().map(|(scope, _)| self.scope_channel(*scope)).collect();
+            within(sink.unsubscribe(names)).await?;
+        }
+        Ok(())
+    }
+
+    async fn receive<F, Fut>(&self, message: &redis::Msg, handle: &F)
+    where
+        F: Fn(Remote) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let text: String = match message.get_payload() {
+            Ok(text) => text,
+            Err(err) => return tracing::warn!(error = %err, "undecodable cluster message"),
+        };
+        let bytes = text.len();
+        match serde_json::from_str::<Message>(&text) {
+            Ok(Message::Event { node, .. } | Message::DisconnectUser { node, .. }) if node == self.node => {}
+            Ok(Message::Event { stream, seq, payload, watch_course, .. }) => {
+                metrics::cluster_traffic("in", bytes);
+                let (Ok(stream), Ok(payload)) = (stream.parse::<StreamKey>(), RawValue::from_string(payload)) else {
+                    return tracing::warn!(stream, "undecodable cluster event");
+                };
+                // A progress event heard on its course's channel also comes on its
+                // user's: a node listening to both delivers the user's copy only.
+                let via = self.channel_scope(message.get_channel_name());
+                let own = Scope::of(stream);
+                if via.is_some_and(|via| via != own) && self.interest.holds(own) {
+                    return;
+                }
+                self.received.fetch_add(1, Ordering::Relaxed);
+                let payload = Arc::from(payload);
+                handle(Remote::Deliver(StoredEvent { stream, seq, payload, watch_course })).await;
+            }
+            Ok(Message::DisconnectUser { user, .. }) => {
+                metrics::cluster_traffic("in", bytes);
+                handle(Remote::DisconnectUser(user)).await
+            }
+            Err(err) => tracing::warn!(error = %err, "undecodable cluster message"),
+        }
+    }
+}
+
+/// A subscription change, within `PUBLISH_WITHIN`.
+async fn within(change: impl Future<Output = redis::RedisResult<()>>) -> anyhow::Result<()> {
+    tokio::time::timeout(PUBLISH_WITHIN, change).await.context("no answer within the deadline")??;
+    Ok(())
 }
 
 /// The relay to other nodes is a transport of the fan-out: it takes the events this
@@ -242,14 +387,14 @@ impl Sink for Cluster {
 
 /// Publishes the outbox until the cluster is dropped. While Redis is down it drops
 /// what it is handed and probes instead, so a down Redis costs the writers nothing.
-async fn relay(cluster: std::sync::Weak<Cluster>, mut queued: mpsc::Receiver<String>) {
-    while let Some(text) = queued.recv().await {
+async fn relay(cluster: std::sync::Weak<Cluster>, mut queued: mpsc::Receiver<Outgoing>) {
+    while let Some(outgoing) = queued.recv().await {
         let Some(cluster) = cluster.upgrade() else { return };
         if !cluster.is_up() {
             metrics::cluster_relay_dropped("redis_down");
             continue;
         }
-        if let Err(err) = cluster.publish(text).await {
+        if let Err(err) = cluster.publish(outgoing).await {
             metrics::cluster_relay_dropped("redis_down");
             cluster.mark(false, Some(&err));
         }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     auth::{Authenticator, LoginFailures, PasswordHasher},
     config::Settings,
-    events::{commands::Commands, subscribers::Subscribers, waiters::Waiters},
+    events::{commands::Commands, interest::Interest, subscribers::Subscribers, waiters::Waiters},
     realtime::Realtime,
     store::Store,
     telemetry::live::LiveStats,
@@ -61,6 +61,8 @@ pub struct Shared {
     pub subscribers: Arc<Subscribers>,
     /// The Socket.IO server and its connection manager.
     pub realtime: Realtime,
+    /// The courses and users this node's clients listen to (routing between nodes).
+    pub interest: Arc<Interest>,
     /// Recent delivery figures for the admin dashboard.
     pub stats: Arc<LiveStats>,
     /// When the process started serving, for `uptimeSeconds`.

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod fanout;
+pub mod interest;
 pub mod publisher;
 pub mod subscribers;
 pub mod waiters;

@@ -24,7 +24,10 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
-use super::fanout::{Origin, Sink};
+use super::{
+    fanout::{Origin, Sink},
+    interest::{Holder, Scope},
+};
 use crate::{
     error::AppError,
     locks::lock,
@@ -42,6 +45,16 @@ pub enum Topic {
     Stream(StreamKey),
     /// The progress events of one course's analyses (its professor's and ADMINs' view).
     Watch(Uuid),
+}
+
+impl Topic {
+    /// Whose events the topic carries.
+    pub fn scope(self) -> Scope {
+        match self {
+            Topic::Stream(stream) => Scope::of(stream),
+            Topic::Watch(course) => Scope::Course(course),
+        }
+    }
 }
 
 /// Why the registry ended a subscription (the transport says so to its client).
@@ -228,6 +241,14 @@ impl Sink for Subscribers {
     fn deliver<'a>(&'a self, event: &'a StoredEvent, _origin: Origin) -> BoxFuture<'a, ()> {
         self.notify(event);
         Box::pin(std::future::ready(()))
+    }
+}
+
+/// Event streams hold their topics' scopes while they are open.
+impl Holder for Subscribers {
+    fn held(&self) -> BoxFuture<'_, Vec<Scope>> {
+        let scopes = self.registry().topics.keys().map(|topic| topic.scope()).collect();
+        Box::pin(std::future::ready(scopes))
     }
 }
 

@@ -22,7 +22,10 @@ use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
 
-use super::fanout::{Origin, Sink};
+use super::{
+    fanout::{Origin, Sink},
+    interest::{Holder, Interest, Scope},
+};
 use crate::{
     error::AppError,
     locks::lock,
@@ -47,16 +50,19 @@ pub struct Waiters {
     stopping: watch::Sender<bool>,
     /// Polls that had to query storage (the rest were answered from tails).
     storage_reads: AtomicU64,
+    /// Where this node says which streams its polling clients wait on.
+    interest: Arc<Interest>,
 }
 
 impl Waiters {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, interest: Arc<Interest>) -> Self {
         Self {
             heads: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
             max,
             stopping: watch::Sender::new(false),
             storage_reads: AtomicU64::new(0),
+            interest,
         }
     }
 
@@ -122,6 +128,9 @@ impl Waiters {
             };
         };
         metrics::long_poll_waiters(self.waiting());
+        // Before the tail and storage are looked at: other nodes' events for the
+        // stream reach the tail from then on.
+        self.interest.want(Scope::of(stream)).await;
         let mut head = {
             let mut heads = self.heads();
             if heads.len() >= WATCHED_STREAMS && !heads.contains_key(&stream) {
@@ -190,6 +199,15 @@ impl Sink for Waiters {
     fn deliver<'a>(&'a self, event: &'a StoredEvent, _origin: Origin) -> BoxFuture<'a, ()> {
         self.notify(event);
         Box::pin(std::future::ready(()))
+    }
+}
+
+/// Long polls hold the scopes of the streams whose tails are kept: a tail must not
+/// miss events committed elsewhere, or it would answer from stale memory.
+impl Holder for Waiters {
+    fn held(&self) -> BoxFuture<'_, Vec<Scope>> {
+        let scopes = self.heads().keys().map(|stream| Scope::of(*stream)).collect();
+        Box::pin(std::future::ready(scopes))
     }
 }
 

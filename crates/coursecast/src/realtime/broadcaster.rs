@@ -9,7 +9,10 @@ use socketioxide::{BroadcastError, SocketIo};
 
 use super::{Namespace, Presence, rooms};
 use crate::{
-    events::fanout::{Origin, Sink},
+    events::{
+        fanout::{Origin, Sink},
+        interest::{Holder, Scope},
+    },
     streams::{Owner, StoredEvent},
     telemetry::metrics,
 };
@@ -72,5 +75,21 @@ impl Broadcaster {
 impl Sink for Broadcaster {
     fn deliver<'a>(&'a self, event: &'a StoredEvent, _origin: Origin) -> BoxFuture<'a, ()> {
         Box::pin(self.broadcast(event))
+    }
+}
+
+/// Sockets hold the scopes of the event rooms they are in.
+impl Holder for Broadcaster {
+    fn held(&self) -> BoxFuture<'_, Vec<Scope>> {
+        Box::pin(async move {
+            let mut scopes = Vec::new();
+            for namespace in Namespace::ALL {
+                let Some(operators) = self.io.of(namespace.path()) else { continue };
+                // The local adapter lists this node's rooms and cannot fail.
+                let rooms = operators.rooms().await.unwrap_or_default();
+                scopes.extend(rooms.iter().filter_map(|room| rooms::scope(room)));
+            }
+            scopes
+        })
     }
 }

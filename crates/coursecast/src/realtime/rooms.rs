@@ -2,6 +2,8 @@
 
 use uuid::Uuid;
 
+use crate::events::interest::Scope;
+
 /// Sockets that joined a course (chat messages, annotations, presence, typing).
 pub fn course(course: Uuid) -> String {
     format!("course:{course}")
@@ -38,4 +40,30 @@ pub fn congested() -> &'static str {
 /// The rooms an ephemeral broadcast leaves out.
 pub fn ephemeral_except() -> [&'static str; 2] {
     [owing(), congested()]
+}
+
+/// The scope whose events a room's sockets receive (`None`: not an event room).
+pub fn scope(room: &str) -> Option<Scope> {
+    let (kind, id) = room.split_once(':')?;
+    let id = Uuid::parse_str(id).ok()?;
+    match kind {
+        "course" | "watch" => Some(Scope::Course(id)),
+        "user" => Some(Scope::User(id)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_rooms_name_their_scope_and_the_rest_none() {
+        let id = Uuid::now_v7();
+        assert_eq!(scope(&course(id)), Some(Scope::Course(id)));
+        assert_eq!(scope(&watch(id)), Some(Scope::Course(id)));
+        assert_eq!(scope(&user(id)), Some(Scope::User(id)));
+        assert_eq!(scope(owing()), None);
+        assert_eq!(scope(&client(super::super::gate::ClientId(7))), None);
+    }
 }

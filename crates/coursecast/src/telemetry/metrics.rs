@@ -140,6 +140,18 @@ pub fn cluster_relay_dropped(reason: &'static str) {
     counter!("coursecast_cluster_relay_dropped_total", "reason" => reason).increment(1);
 }
 
+/// Scopes (courses, users) this node's clients listen to, and so subscribes to.
+pub fn cluster_scopes(count: usize) {
+    gauge!("coursecast_cluster_scopes").set(count as f64);
+}
+
+/// Bytes of cluster messages this node published or received, and events it
+/// received from other nodes (the Redis traffic interest routing keeps small).
+pub fn cluster_traffic(direction: &'static str, bytes: usize) {
+    counter!("coursecast_cluster_bytes_total", "direction" => direction).increment(bytes as u64);
+    counter!("coursecast_cluster_messages_total", "direction" => direction).increment(1);
+}
+
 pub fn db_query(op: &'static str, took: Duration) {
     histogram!("coursecast_db_query_seconds", "op" => op).record(took.as_secs_f64());
 }

@@ -169,6 +169,66 @@ async fn a_redis_outage_does_not_slow_writes_and_heals_by_itself() {
     assert_eq!(b.get("/readyz", None).await.body["redis"], "up");
 }
 
+/// Interest routing: with three nodes and one course held on each, every node
+/// receives the events of its own course from the others and nothing else, and
+/// Redis shows exactly one subscriber (its node) per course channel.
+#[tokio::test]
+async fn each_node_receives_only_the_events_of_the_courses_its_clients_hold() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let c = a.another_node().await;
+    let nodes = [&a, &b, &c];
+    let professor = a.professor().await;
+    let mut courses = Vec::new();
+    let mut sockets = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let student = a.student(&format!("Student{n}")).await;
+        let course = a.course_with(&professor, &[&student]).await;
+        let socket = node.socket("/chat", &student.token).await;
+        socket.call("join", json!({"courseId": course})).await.unwrap();
+        courses.push((course, student));
+        sockets.push(socket);
+    }
+    let redis = test_redis_url().await.expect("checked by two_nodes");
+    let mut conn = redis::Client::open(redis).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let channel = &a.state.settings.redis_channel;
+    for (course, _) in &courses {
+        let name = format!("{channel}:course:{course}");
+        let (_, subscribers): (String, usize) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(&name).query_async(&mut conn).await.unwrap();
+        assert_eq!(subscribers, 1, "{name}: only the node holding the course subscribes");
+    }
+
+    let received = |node: &TestApp| node.state.realtime.cluster.as_ref().unwrap().received_events();
+    let before: Vec<u64> = nodes.iter().map(|node| received(node)).collect();
+    const SENDS: usize = 5;
+    for (n, (course, student)) in courses.iter().enumerate() {
+        // Each course's messages are committed on the next node, not the one holding it.
+        let sender = nodes[(n + 1) % nodes.len()];
+        for i in 0..SENDS {
+            let key = format!("routed-{n}-{i}");
+            let sent = sender
+                .post(
+                    &format!("/api/realtime/messages/{course}"),
+                    Some(&student.token),
+                    json!({"content": key, "clientMsgId": key}),
+                )
+                .await;
+            assert_eq!(sent.status, 201, "{}", sent.body);
+        }
+    }
+    for (n, socket) in sockets.iter_mut().enumerate() {
+        for i in 0..SENDS {
+            let message = socket.wait_for("message", WAIT).await.expect("the holding node relays its course");
+            assert_eq!(message["content"], format!("routed-{n}-{i}"));
+        }
+    }
+    // Anything misrouted would have arrived by now, with the routed copies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<u64> = nodes.iter().map(|node| received(node)).collect();
+    let deltas: Vec<u64> = after.iter().zip(&before).map(|(after, before)| after - before).collect();
+    assert_eq!(deltas, [SENDS as u64; 3], "events each node received from the others");
+}
+
 /// Sends one message every 25 ms for `how_long`, each after the last one's answer:
 /// the ack latencies of those answered ok, and how many were not.
 async fn send_for(

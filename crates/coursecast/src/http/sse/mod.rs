@@ -86,6 +86,9 @@ pub(super) async fn open(
     }
     let topics: Vec<Topic> = specs.targets.iter().map(|target| target.topic()).collect();
     let subscription = state.subscribers.subscribe(me.id, &topics)?;
+    for topic in &topics {
+        state.interest.want(topic.scope()).await;
+    }
     // Subscribed first, heads second: an event committed in between arrives live
     // (and one at or before the head is dropped there).
     let streams = specs.cursored();

@@ -10,6 +10,7 @@ use super::{notifications::SyncPayload, sync_reply};
 use crate::{
     domain::parse_id,
     error::AppError,
+    events::interest::Scope,
     realtime::{
         Session,
         catalog::client,
@@ -39,5 +40,6 @@ async fn watch(state: &AppState, ctx: Ctx, payload: WatchPayload) -> Result<Repl
     let course_id = parse_id(&payload.course_id, "courseId")?;
     state.commands.authorize_watch(&ctx.session.user, course_id).await?;
     ctx.socket.join(rooms::watch(course_id));
+    state.interest.want(Scope::Course(course_id)).await;
     Ok(Reply::new())
 }

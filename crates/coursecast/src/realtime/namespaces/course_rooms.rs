@@ -10,7 +10,7 @@ use super::reply;
 use crate::{
     domain::parse_id,
     error::AppError,
-    events::commands::Membership,
+    events::{commands::Membership, interest::Scope},
     realtime::{
         Namespace, catalog,
         dispatch::{Ctx, Reply},
@@ -65,6 +65,7 @@ pub async fn join(
     // Enter before reading, so nothing committed in between can be missed; an event
     // may then arrive both live and in `missed`, and clients drop `seq <= cursor`.
     enter(state, ctx, namespace, course_id);
+    state.interest.want(Scope::Course(course_id)).await;
     let page = match since {
         None => json!({"cursor": state.store.stream_head(stream).await?, "missed": [], "hasMore": false}),
         Some(since) => {

@@ -41,6 +41,7 @@ use super::{
 use crate::{
     auth::{Caller, authenticate_handshake},
     error::{AppError, ErrorCode},
+    events::interest::Scope,
     state::AppState,
     streams::Timestamp,
     telemetry::metrics,
@@ -101,6 +102,8 @@ async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, sta
         Arc::new(Session::new(user, handshake.client, settings.socket_events_per_sec, settings.socket_events_burst));
     socket.extensions.insert(session.clone());
     socket.join([rooms::user(user.id), rooms::client(handshake.client)]);
+    // Before any event handler runs, so a `sync` reads what was not relayed here.
+    state.interest.want(Scope::User(user.id)).await;
     equip(namespace, &socket, session, &state);
     Ok(())
 }
