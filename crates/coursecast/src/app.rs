@@ -43,6 +43,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         None => (Interest::single_node(), None),
     };
     let (cluster, changes) = cluster.unzip();
+    if let Some(cluster) = &cluster {
+        cluster.count_sockets_of(connections.clone());
+    }
     let presence = Arc::new(Presence::new(io.clone(), PresenceLimits::from_settings(&settings)));
     let realtime = Realtime {
         io: io.clone(),
@@ -189,6 +192,9 @@ pub async fn run(
         () = deadline => tracing::warn!(timeout_secs = settings.shutdown_timeout_secs, "shutdown deadline passed; stopping anyway"),
     }
     state.realtime.detach();
+    if let Some(cluster) = &state.realtime.cluster {
+        cluster.leave_nodes().await;
+    }
     state.store.close().await;
     tracing::info!("coursecast stopped");
     Ok(())

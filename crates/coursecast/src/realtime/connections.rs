@@ -14,7 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Namespace, gate::ClientId};
-use crate::{error::ErrorCode, locks::lock, telemetry::metrics};
+use crate::{cluster::LocalSockets, error::ErrorCode, locks::lock, telemetry::metrics};
 
 pub struct Connections {
     max_clients: usize,
@@ -66,22 +66,34 @@ impl Connections {
         Ok(())
     }
 
-    pub fn register(&self, namespace: Namespace, client: ClientId, user: Uuid) {
+    /// The user's sockets in the namespace on this node.
+    pub fn user_sockets(&self, namespace: Namespace, user: Uuid) -> u32 {
+        self.lock().per_user.get(&(namespace, user)).copied().unwrap_or(0)
+    }
+
+    /// Counts a socket in; returns the user's sockets in the namespace now.
+    pub fn register(&self, namespace: Namespace, client: ClientId, user: Uuid) -> u32 {
         let mut inner = self.lock();
         *inner.clients.entry(client).or_default() += 1;
         *inner.by_namespace.entry(namespace).or_default() += 1;
-        *inner.per_user.entry((namespace, user)).or_default() += 1;
+        let sockets = inner.per_user.entry((namespace, user)).or_default();
+        *sockets += 1;
+        let sockets = *sockets;
         inner.publish_gauges(namespace);
+        sockets
     }
 
-    pub fn release(&self, namespace: Namespace, client: ClientId, user: Uuid) {
+    /// Counts a socket out; returns the user's sockets in the namespace now.
+    pub fn release(&self, namespace: Namespace, client: ClientId, user: Uuid) -> u32 {
         let mut inner = self.lock();
         decrement(&mut inner.clients, client);
         if let Some(count) = inner.by_namespace.get_mut(&namespace) {
             *count = count.saturating_sub(1);
         }
         decrement(&mut inner.per_user, (namespace, user));
+        let sockets = inner.per_user.get(&(namespace, user)).copied().unwrap_or(0);
         inner.publish_gauges(namespace);
+        sockets
     }
 
     pub fn stats(&self) -> ConnectionStats {
@@ -95,6 +107,13 @@ impl Connections {
                 .collect(),
             user_entries: inner.per_user.len(),
         }
+    }
+}
+
+/// The counts the cluster rewrites into Redis after an outage.
+impl LocalSockets for Connections {
+    fn sockets_per_user(&self) -> Vec<(&'static str, Uuid, u32)> {
+        self.lock().per_user.iter().map(|(&(namespace, user), &count)| (namespace.path(), user, count)).collect()
     }
 }
 

@@ -140,6 +140,11 @@ pub fn cluster_relay_dropped(reason: &'static str) {
     counter!("coursecast_cluster_relay_dropped_total", "reason" => reason).increment(1);
 }
 
+/// A decision this node took on its own view because Redis did not answer in time.
+pub fn cluster_fallback(what: &'static str) {
+    counter!("coursecast_cluster_fallbacks_total", "what" => what).increment(1);
+}
+
 /// Scopes (courses, users) this node's clients listen to, and so subscribes to.
 pub fn cluster_scopes(count: usize) {
     gauge!("coursecast_cluster_scopes").set(count as f64);

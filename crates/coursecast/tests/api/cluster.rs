@@ -229,6 +229,63 @@ async fn each_node_receives_only_the_events_of_the_courses_its_clients_hold() {
     assert_eq!(deltas, [SENDS as u64; 3], "events each node received from the others");
 }
 
+/// The per-user socket limit holds across nodes: with a limit of 2, one socket on
+/// each node fills it for both; a socket closed on one frees a slot on the other,
+/// and a node that stops (saying goodbye) stops counting at once.
+#[tokio::test]
+async fn the_per_user_socket_limit_holds_across_nodes() {
+    let Some(redis) = test_redis_url().await else { return };
+    let channel = format!("coursecast-test-{}", Uuid::new_v4().simple());
+    let a = TestApp::spawn_with(|s| {
+        s.redis_url = Some(redis.clone());
+        s.redis_channel = channel.clone();
+        s.max_sockets_per_user = 2;
+    })
+    .await;
+    let mut b = a.another_node().await;
+    let user = a.student("Ida").await;
+    let refused = |node: &TestApp| {
+        let auth = Some(json!({"token": user.token}));
+        let (node, auth) = (node.base.clone(), auth);
+        async move {
+            match coursecast_client::Connection::open(&node, Default::default())
+                .await
+                .unwrap()
+                .socket("/chat", auth)
+                .await
+            {
+                Ok(_) => None,
+                Err(coursecast_client::ClientError::ConnectError(message)) => Some(message),
+                Err(other) => panic!("expected connect_error, got {other}"),
+            }
+        }
+    };
+
+    let on_a = a.socket("/chat", &user.token).await;
+    let _on_b = b.socket("/chat", &user.token).await;
+    assert_eq!(refused(&a).await.as_deref(), Some("SERVER_FULL"), "one socket on each node fills the limit");
+    assert_eq!(refused(&b).await.as_deref(), Some("SERVER_FULL"));
+    b.socket("/notifications", &user.token).await;
+
+    // The close reaches A, which writes its new count; then B admits again.
+    on_a.disconnect();
+    let _again = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(socket) = b.try_socket("/chat", Some(json!({"token": user.token})), Default::default()).await {
+                return socket;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("B admits the socket A released");
+    assert_eq!(refused(&a).await.as_deref(), Some("SERVER_FULL"), "B holds both now");
+
+    b.stop().await;
+    let _first = a.socket("/chat", &user.token).await;
+    let _second = a.socket("/chat", &user.token).await;
+}
+
 /// Sends one message every 25 ms for `how_long`, each after the last one's answer:
 /// the ack latencies of those answered ok, and how many were not.
 async fn send_for(

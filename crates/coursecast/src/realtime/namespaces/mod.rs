@@ -40,6 +40,7 @@ use super::{
 };
 use crate::{
     auth::{Caller, authenticate_handshake},
+    cluster::Admission,
     error::{AppError, ErrorCode},
     events::interest::Scope,
     state::AppState,
@@ -97,6 +98,13 @@ async fn admit(namespace: Namespace, socket: SocketRef, auth: Option<Value>, sta
     }
     let user = authenticate_handshake(&state.auth, auth.as_ref(), &parts.headers).await.map_err(refuse)?;
     state.realtime.connections.check(namespace, handshake.client, user.id).map_err(refuse)?;
+    if let Some(cluster) = &state.realtime.cluster {
+        let mine = state.realtime.connections.user_sockets(namespace, user.id);
+        let limit = state.settings.max_sockets_per_user;
+        if cluster.admit_socket(namespace.path(), user.id, mine, limit).await == Admission::Full {
+            return Err(refuse(ErrorCode::ServerFull));
+        }
+    }
     let settings = &state.settings;
     let session =
         Arc::new(Session::new(user, handshake.client, settings.socket_events_per_sec, settings.socket_events_burst));
@@ -126,7 +134,12 @@ fn equip(namespace: Namespace, socket: &SocketRef, session: Arc<Session>, state:
         for course in session.take_courses() {
             state.realtime.presence.leave(namespace, course, user);
         }
-        session.count_out(|| state.realtime.connections.release(namespace, session.client, user));
+        session.count_out(|| {
+            let sockets = state.realtime.connections.release(namespace, session.client, user);
+            if let Some(cluster) = &state.realtime.cluster {
+                cluster.set_sockets(namespace.path(), user, sockets);
+            }
+        });
         metrics::socket_disconnected(namespace.path(), reason_label(reason));
         tracing::info!(
             namespace = namespace.path(),
@@ -147,7 +160,12 @@ fn connected(namespace: Namespace, socket: SocketRef, state: AppState) {
         let _ = socket.disconnect();
         return;
     };
-    session.count_in(|| state.realtime.connections.register(namespace, session.client, session.user.id));
+    session.count_in(|| {
+        let sockets = state.realtime.connections.register(namespace, session.client, session.user.id);
+        if let Some(cluster) = &state.realtime.cluster {
+            cluster.set_sockets(namespace.path(), session.user.id, sockets);
+        }
+    });
     state.realtime.expiries.watch(&session, socket.clone());
     tracing::info!(
         namespace = namespace.path(),

@@ -26,6 +26,8 @@
 //! `PROBE_EVERY`. One WARN line and `coursecast_dependency_up{dependency="redis"}`
 //! mark each change; other nodes' clients repair what they missed from storage.
 
+mod sockets;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -56,13 +58,19 @@ use crate::{
     telemetry::metrics,
 };
 
+pub use sockets::{Admission, LocalSockets};
+use sockets::{SocketCount, SocketCounts};
+
 /// Messages waiting for the relay at most; past it they are dropped.
 const OUTBOX: usize = 8192;
 /// The longest one publish or subscription change may take before Redis counts
 /// as down.
 const PUBLISH_WITHIN: Duration = Duration::from_secs(1);
-/// How often a down Redis is asked whether it answers again.
+/// How often a down Redis is asked whether it answers again; the subscription is
+/// retried as often (after a first quick retry), so receiving resumes about when
+/// publishing does.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(100);
 /// Channels per SUBSCRIBE command when resubscribing everything after a reconnect.
 const SUBSCRIBE_BATCH: usize = 1000;
 /// Subscription changes applied per round trip at most.
@@ -86,8 +94,13 @@ pub enum Remote {
     DisconnectUser(Uuid),
 }
 
-/// A message for the relay: its channel and its text.
-type Outgoing = (String, String);
+/// What the relay writes to Redis, in order.
+enum Outgoing {
+    /// A message for other nodes: its channel and its text.
+    Publish { channel: String, text: String },
+    /// This node's socket count of one user (`sockets`).
+    Sockets(SocketCount),
+}
 
 pub struct Cluster {
     node: Uuid,
@@ -103,6 +116,8 @@ pub struct Cluster {
     interest: Arc<Interest>,
     /// Events received from other nodes and delivered here.
     received: AtomicU64,
+    /// The per-user socket limit across nodes.
+    sockets: SocketCounts,
 }
 
 impl Cluster {
@@ -127,6 +142,7 @@ impl Cluster {
             up: AtomicBool::new(true),
             interest,
             received: AtomicU64::new(0),
+            sockets: SocketCounts::default(),
         });
         metrics::dependency_up("redis", true);
         tokio::spawn(relay(Arc::downgrade(&cluster), queued));
@@ -206,12 +222,12 @@ impl Cluster {
             Ok(text) => text,
             Err(err) => return tracing::error!(error = %err, "cluster message not encodable"),
         };
-        if self.outbox.try_send((channel, text)).is_err() {
+        if self.outbox.try_send(Outgoing::Publish { channel, text }).is_err() {
             metrics::cluster_relay_dropped("outbox_full");
         }
     }
 
-    async fn publish(&self, (channel, text): Outgoing) -> Result<(), String> {
+    async fn publish(&self, channel: String, text: String) -> Result<(), String> {
         let mut conn = self.publisher.clone();
         let started = std::time::Instant::now();
         let bytes = text.len();
@@ -251,16 +267,19 @@ impl Cluster {
         tokio::spawn(async move {
             // Said once per loss, not once per retry while Redis is away.
             let mut lost = false;
+            let mut wait = RESUBSCRIBE_FIRST;
             loop {
                 let result = cluster.listen(&handle, &mut changes, &mut lost).await;
                 cluster.interest.linked(false);
                 if let Err(err) = result {
                     if !lost {
                         tracing::warn!(error = %err, "cluster subscription lost; resubscribing");
+                        wait = RESUBSCRIBE_FIRST;
                     }
                     lost = true;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(PROBE_EVERY);
             }
         });
     }
@@ -391,11 +410,23 @@ async fn relay(cluster: std::sync::Weak<Cluster>, mut queued: mpsc::Receiver<Out
     while let Some(outgoing) = queued.recv().await {
         let Some(cluster) = cluster.upgrade() else { return };
         if !cluster.is_up() {
-            metrics::cluster_relay_dropped("redis_down");
+            match outgoing {
+                Outgoing::Publish { .. } => metrics::cluster_relay_dropped("redis_down"),
+                Outgoing::Sockets(count) => cluster.sockets_dropped(count),
+            }
             continue;
         }
-        if let Err(err) = cluster.publish(outgoing).await {
-            metrics::cluster_relay_dropped("redis_down");
+        let written = match outgoing {
+            Outgoing::Publish { channel, text } => {
+                let published = cluster.publish(channel, text).await;
+                if published.is_err() {
+                    metrics::cluster_relay_dropped("redis_down");
+                }
+                published
+            }
+            Outgoing::Sockets(count) => cluster.write_sockets(count).await,
+        };
+        if let Err(err) = written {
             cluster.mark(false, Some(&err));
         }
     }
