@@ -175,7 +175,9 @@ async function startNode({ name, host, port, env, workDir }) {
 /** Seeds, then starts the nodes, then nginx. `students`: demo users to create. */
 export async function startCluster({ students }) {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "coursecast-cluster-"));
-  const cleanups = [() => fs.rmSync(workDir, { recursive: true, force: true })];
+  const removeWorkDir = () => fs.rmSync(workDir, { recursive: true, force: true });
+  process.once("exit", removeWorkDir); // also after a crash
+  const cleanups = [removeWorkDir];
   const stop = async () => {
     const errors = [];
     for (const cleanup of cleanups.reverse()) {
