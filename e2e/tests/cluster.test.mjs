@@ -144,9 +144,12 @@ describe("three coursecast nodes behind nginx (deploy/nginx.conf)", { skip: skip
     assert.equal(head, messages.length, "one stored event per message sent, retries included");
     const received = followers().map((f) => f.events().length);
     const live = followers().map((f) => f.events().filter((e) => e.live).length);
+    const total = (count) => followers().reduce((sum, f) => sum + count(f), 0);
     return `[${tag}] ${messages.length} acked, ${messages.filter((m) => m.attempts.length > 1).length} needed a retry; ` +
       `received per receiver ${Math.min(...received)}..${Math.max(...received)} ` +
-      `(live ${Math.min(...live)}..${Math.max(...live)}, the rest repaired from the cursor)`;
+      `(live ${Math.min(...live)}..${Math.max(...live)}, the rest repaired from the cursor); ` +
+      `${total((f) => f.stream.repairs)} joins with since (${total((f) => f.repairErrors)} cut by a lost connection), ` +
+      `${total((f) => f.stream.overlaps)} copies seen twice and dropped`;
   }
 
   /** Every receiver got these messages live (not only by repair). */
