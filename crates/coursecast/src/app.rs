@@ -19,7 +19,7 @@ use crate::{
         waiters::Waiters,
     },
     http::{self, listener::ConnectionLimits},
-    realtime::{self, Broadcaster, Connections, Expiries, Presence, Realtime, presence::PresenceLimits},
+    realtime::{self, Broadcaster, Connections, Expiries, Presence, Realtime, presence::PresenceLimits, presence_sync},
     state::{AppState, Shared},
     store::Store,
     telemetry::{live::LiveStats, metrics},
@@ -46,7 +46,10 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     if let Some(cluster) = &cluster {
         cluster.count_sockets_of(connections.clone());
     }
-    let presence = Arc::new(Presence::new(io.clone(), PresenceLimits::from_settings(&settings)));
+    let presence = Arc::new(Presence::new(io.clone(), PresenceLimits::from_settings(&settings), cluster.clone()));
+    if let Some(cluster) = &cluster {
+        realtime::presence_sync::start(&presence, cluster.clone());
+    }
     let realtime = Realtime {
         io: io.clone(),
         service,
@@ -86,6 +89,19 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
                         store.forget_user(user);
                         subscribers.end_user(user);
                         realtime.disconnect_local(user).await;
+                    }
+                    Remote::Presence { node, namespace, course, change } => {
+                        presence_sync::heard(&realtime.presence, node, &namespace, course, &change)
+                    }
+                    Remote::NodeLeft(node) => realtime.presence.forget_remote(Some(node)),
+                    Remote::Isolated => {
+                        tracing::warn!("presence falls back to this node's own users until Redis answers");
+                        realtime.presence.forget_remote(None);
+                    }
+                    Remote::Linked => {
+                        if let Some(cluster) = &realtime.cluster {
+                            presence_sync::sync_all(&realtime.presence, cluster).await;
+                        }
                     }
                 }
             }

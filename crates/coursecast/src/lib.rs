@@ -33,6 +33,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod limits;
 mod locks;
+mod periodic;
 pub mod realtime;
 pub mod seed;
 pub mod state;

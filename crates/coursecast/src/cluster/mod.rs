@@ -26,6 +26,7 @@
 //! `PROBE_EVERY`. One WARN line and `coursecast_dependency_up{dependency="redis"}`
 //! mark each change; other nodes' clients repair what they missed from storage.
 
+mod presence;
 mod sockets;
 
 use std::{
@@ -58,6 +59,7 @@ use crate::{
     telemetry::metrics,
 };
 
+pub use presence::{PresenceChange, RoomSnapshot};
 pub use sockets::{Admission, LocalSockets};
 use sockets::{SocketCount, SocketCounts};
 
@@ -86,12 +88,30 @@ enum Message {
     Event { node: Uuid, stream: String, seq: i64, payload: String, watch_course: Option<Uuid> },
     #[serde(rename_all = "camelCase")]
     DisconnectUser { node: Uuid, user: Uuid },
+    /// A node's change of presence in a course room, on the course's channel.
+    #[serde(rename_all = "camelCase")]
+    Presence { node: Uuid, namespace: String, course: Uuid, change: PresenceChange },
+    /// A node stopping cleanly, on the base channel.
+    #[serde(rename_all = "camelCase")]
+    NodeLeft { node: Uuid },
 }
 
-/// Something another node asked this node to do.
+/// Something another node asked this node to do, or news of the link to them.
 pub enum Remote {
     Deliver(StoredEvent),
     DisconnectUser(Uuid),
+    Presence {
+        node: Uuid,
+        namespace: String,
+        course: Uuid,
+        change: PresenceChange,
+    },
+    /// A node stopped cleanly: its users are offline.
+    NodeLeft(Uuid),
+    /// Subscribed (again): other nodes' state can be read.
+    Linked,
+    /// The subscription was lost: other nodes' state is no longer heard.
+    Isolated,
 }
 
 /// What the relay writes to Redis, in order.
@@ -100,6 +120,8 @@ enum Outgoing {
     Publish { channel: String, text: String },
     /// This node's socket count of one user (`sockets`).
     Sockets(SocketCount),
+    /// This node's set of a room's users (`presence`).
+    Presence(presence::SetWrite),
 }
 
 pub struct Cluster {
@@ -275,6 +297,7 @@ impl Cluster {
                     if !lost {
                         tracing::warn!(error = %err, "cluster subscription lost; resubscribing");
                         wait = RESUBSCRIBE_FIRST;
+                        handle(Remote::Isolated).await;
                     }
                     lost = true;
                 }
@@ -310,6 +333,7 @@ impl Cluster {
         if std::mem::take(lost) {
             tracing::warn!("cluster subscription restored");
         }
+        handle(Remote::Linked).await;
         loop {
             tokio::select! {
                 message = messages.next() => {
@@ -361,7 +385,12 @@ impl Cluster {
         };
         let bytes = text.len();
         match serde_json::from_str::<Message>(&text) {
-            Ok(Message::Event { node, .. } | Message::DisconnectUser { node, .. }) if node == self.node => {}
+            Ok(
+                Message::Event { node, .. }
+                | Message::DisconnectUser { node, .. }
+                | Message::Presence { node, .. }
+                | Message::NodeLeft { node },
+            ) if node == self.node => {}
             Ok(Message::Event { stream, seq, payload, watch_course, .. }) => {
                 metrics::cluster_traffic("in", bytes);
                 let (Ok(stream), Ok(payload)) = (stream.parse::<StreamKey>(), RawValue::from_string(payload)) else {
@@ -381,6 +410,14 @@ impl Cluster {
             Ok(Message::DisconnectUser { user, .. }) => {
                 metrics::cluster_traffic("in", bytes);
                 handle(Remote::DisconnectUser(user)).await
+            }
+            Ok(Message::Presence { node, namespace, course, change }) => {
+                metrics::cluster_traffic("in", bytes);
+                handle(Remote::Presence { node, namespace, course, change }).await
+            }
+            Ok(Message::NodeLeft { node }) => {
+                metrics::cluster_traffic("in", bytes);
+                handle(Remote::NodeLeft(node)).await
             }
             Err(err) => tracing::warn!(error = %err, "undecodable cluster message"),
         }
@@ -413,6 +450,8 @@ async fn relay(cluster: std::sync::Weak<Cluster>, mut queued: mpsc::Receiver<Out
             match outgoing {
                 Outgoing::Publish { .. } => metrics::cluster_relay_dropped("redis_down"),
                 Outgoing::Sockets(count) => cluster.sockets_dropped(count),
+                // Repaired by the next sync's rewrite.
+                Outgoing::Presence(_) => {}
             }
             continue;
         }
@@ -425,6 +464,7 @@ async fn relay(cluster: std::sync::Weak<Cluster>, mut queued: mpsc::Receiver<Out
                 published
             }
             Outgoing::Sockets(count) => cluster.write_sockets(count).await,
+            Outgoing::Presence(write) => cluster.write_presence(write).await,
         };
         if let Err(err) = written {
             cluster.mark(false, Some(&err));

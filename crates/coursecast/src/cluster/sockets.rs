@@ -106,7 +106,7 @@ impl Cluster {
         format!("{}:sockets:{}:{user}", self.channel, namespace.trim_start_matches('/'))
     }
 
-    fn nodes_key(&self) -> String {
+    pub(super) fn nodes_key(&self) -> String {
         format!("{}:nodes", self.channel)
     }
 
@@ -209,8 +209,10 @@ impl Cluster {
         }
     }
 
-    /// Says goodbye: other nodes stop counting this node's sockets at once.
+    /// Says goodbye: other nodes stop counting this node's sockets, and forget its
+    /// users' presence, at once.
     pub async fn leave_nodes(&self) {
+        self.enqueue(self.channel.clone(), &super::Message::NodeLeft { node: self.node });
         let mut conn = self.publisher.clone();
         let goodbye = conn.zrem::<_, _, i64>(self.nodes_key(), self.node.to_string());
         drop(tokio::time::timeout(super::PUBLISH_WITHIN, goodbye).await);

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::{
     locks::lock,
+    periodic,
     streams::{Owner, StoredEvent, StreamKey},
     telemetry::metrics,
 };
@@ -195,15 +196,12 @@ impl Interest {
         if self.changes.is_none() {
             return;
         }
-        let interest = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(SWEEP_EVERY);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let Some(interest) = interest.upgrade() else { return };
+        let holders: Arc<[Arc<dyn Holder>]> = holders.into();
+        periodic::every(SWEEP_EVERY, Arc::downgrade(self), move |interest| {
+            let holders = holders.clone();
+            async move {
                 let mut held = HashSet::new();
-                for holder in &holders {
+                for holder in holders.iter() {
                     held.extend(holder.held().await);
                 }
                 interest.sweep(&held, Instant::now());

@@ -10,6 +10,7 @@ mod expiry;
 pub mod gate;
 pub mod namespaces;
 pub mod presence;
+pub mod presence_sync;
 pub mod rooms;
 pub mod server;
 mod session;

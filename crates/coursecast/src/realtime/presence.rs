@@ -1,6 +1,11 @@
-//! Who is online in each course room (per namespace, on this node), and what the room
-//! hears about it: coalesced `presence` diffs, pages of online users, and the
-//! throttles of the ephemeral events (`typing`, `cursor`). PROTOCOL.md section 3.
+//! Who is online in each course room (per namespace), and what the room hears about
+//! it: coalesced `presence` diffs, pages of online users, and the throttles of the
+//! ephemeral events (`typing`, `cursor`). PROTOCOL.md section 3.
+//!
+//! With several nodes a room also holds, per other node, the users online there
+//! (`presence_sync` keeps them current), and a user is online while any node holds
+//! one of their sockets. This node's own changes of each window are handed to the
+//! cluster with the diff, so the other nodes hear them once per window too.
 //!
 //! Every operation costs O(1) in the room's size (a page is a bounded range of an
 //! ordered map), so filling a course of N costs N times a course of one. Joins and
@@ -22,7 +27,12 @@ use socketioxide::SocketIo;
 use uuid::Uuid;
 
 use super::{Namespace, catalog, rooms};
-use crate::{config::Settings, locks::lock, telemetry::metrics};
+use crate::{
+    cluster::{Cluster, PresenceChange, RoomSnapshot},
+    config::Settings,
+    locks::lock,
+    telemetry::metrics,
+};
 
 /// The bounds of presence, from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +90,7 @@ pub struct PresenceDiff {
     pub count: usize,
 }
 
-type RoomKey = (Namespace, Uuid);
+pub type RoomKey = (Namespace, Uuid);
 
 /// What a room's timer does when it fires.
 enum Flush {
@@ -115,15 +125,21 @@ pub struct Presence {
     limits: PresenceLimits,
     io: SocketIo,
     rooms: Mutex<HashMap<RoomKey, Room>>,
+    /// The other nodes, which hear this node's changes (`None` on one node).
+    cluster: Option<Arc<Cluster>>,
 }
 
 #[derive(Default)]
 struct Room {
-    /// Present users, ordered so that a page is a range.
+    /// Present users, on this node or another, ordered so that a page is a range.
     users: BTreeMap<Uuid, Member>,
     /// Net changes since the last diff: a user who came and went is in neither.
     came: HashSet<Uuid>,
     went: HashSet<Uuid>,
+    /// This node's own net changes since the last window, for the other nodes.
+    local: NetChange,
+    /// The users online on each other node.
+    remote: HashMap<Uuid, HashSet<Uuid>>,
     /// The count the last diff announced (a window with no net change sends nothing).
     announced: usize,
     /// A diff is due: its timer task is running (one per room at most).
@@ -142,37 +158,157 @@ struct Room {
     events: u64,
 }
 
+/// Users who came and went, net: one who came and went again is in neither.
+#[derive(Default)]
+struct NetChange {
+    came: HashSet<Uuid>,
+    went: HashSet<Uuid>,
+}
+
+impl NetChange {
+    fn came(&mut self, user: Uuid) {
+        if !self.went.remove(&user) {
+            self.came.insert(user);
+        }
+    }
+
+    fn went(&mut self, user: Uuid) {
+        if !self.came.remove(&user) {
+            self.went.insert(user);
+        }
+    }
+
+    fn take(&mut self) -> Option<PresenceChange> {
+        if self.came.is_empty() && self.went.is_empty() {
+            return None;
+        }
+        Some(PresenceChange {
+            came: sorted(std::mem::take(&mut self.came)),
+            went: sorted(std::mem::take(&mut self.went)),
+        })
+    }
+}
+
+fn sorted(set: HashSet<Uuid>) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = set.into_iter().collect();
+    ids.sort_unstable();
+    ids
+}
+
 #[derive(Default)]
 struct Member {
-    /// This user's sockets in the room; the user is online while it is above zero.
+    /// This user's sockets in the room on this node.
     sockets: u32,
+    /// Other nodes holding a socket of this user in the room. The user is online
+    /// while either is above zero.
+    nodes: u32,
     last_typing: Option<Instant>,
     last_cursor: Option<Instant>,
 }
 
+impl Member {
+    fn present(&self) -> bool {
+        self.sockets > 0 || self.nodes > 0
+    }
+}
+
+impl Room {
+    /// Net changes as this node's sockets see them.
+    fn appeared(&mut self, user: Uuid) {
+        if !self.went.remove(&user) {
+            self.came.insert(user);
+        }
+    }
+
+    fn vanished(&mut self, user: Uuid) {
+        self.users.remove(&user);
+        if !self.came.remove(&user) {
+            self.went.insert(user);
+        }
+    }
+
+    /// `node` holds `user` now; true if that changed anything.
+    fn add_remote(&mut self, node: Uuid, user: Uuid) -> bool {
+        if !self.remote.entry(node).or_default().insert(user) {
+            return false;
+        }
+        let member = self.users.entry(user).or_default();
+        let was_present = member.present();
+        member.nodes += 1;
+        if !was_present {
+            self.appeared(user);
+        }
+        true
+    }
+
+    /// `node` holds `user` no longer; true if that changed anything.
+    fn remove_remote(&mut self, node: Uuid, user: Uuid) -> bool {
+        let Some(users) = self.remote.get_mut(&node) else { return false };
+        if !users.remove(&user) {
+            return false;
+        }
+        if users.is_empty() {
+            self.remote.remove(&node);
+        }
+        let Some(member) = self.users.get_mut(&user) else { return true };
+        member.nodes = member.nodes.saturating_sub(1);
+        if !member.present() {
+            self.vanished(user);
+        }
+        true
+    }
+
+    /// Replaces `node`'s users with `users`; true if that changed anything.
+    fn replace_remote(&mut self, node: Uuid, users: &HashSet<Uuid>) -> bool {
+        let held = self.remote.get(&node).cloned().unwrap_or_default();
+        let mut changed = false;
+        for user in held.difference(users) {
+            changed |= self.remove_remote(node, *user);
+        }
+        for user in users.difference(&held) {
+            changed |= self.add_remote(node, *user);
+        }
+        changed
+    }
+
+    /// The users online on this node.
+    fn local_users(&self) -> Vec<Uuid> {
+        self.users.iter().filter(|(_, member)| member.sockets > 0).map(|(id, _)| *id).collect()
+    }
+}
+
 impl Presence {
-    pub fn new(io: SocketIo, limits: PresenceLimits) -> Self {
-        Self { limits, io, rooms: Mutex::new(HashMap::new()) }
+    pub fn new(io: SocketIo, limits: PresenceLimits, cluster: Option<Arc<Cluster>>) -> Self {
+        Self { limits, io, rooms: Mutex::new(HashMap::new()), cluster }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<RoomKey, Room>> {
         lock(&self.rooms)
     }
 
-    /// One more socket of `user` in the room; their first makes them online.
-    pub fn enter(self: &Arc<Self>, namespace: Namespace, course: Uuid, user: Uuid) {
+    /// One more socket of `user` in the room; their first makes them online. True
+    /// if the room opened on this node with it (its other nodes' users are not
+    /// known yet).
+    pub fn enter(self: &Arc<Self>, namespace: Namespace, course: Uuid, user: Uuid) -> bool {
         let mut rooms = self.lock();
+        let opened = rooms.get(&(namespace, course)).is_none_or(|room| room.sockets == 0);
         let room = rooms.entry((namespace, course)).or_default();
         room.announced_at.get_or_insert_with(Instant::now);
         room.sockets += 1;
         let member = room.users.entry(user).or_default();
+        let was_present = member.present();
         member.sockets += 1;
         if member.sockets == 1 {
-            if !room.went.remove(&user) {
-                room.came.insert(user);
+            // Only other nodes need this node's own changes.
+            if self.cluster.is_some() {
+                room.local.came(user);
+            }
+            if !was_present {
+                room.appeared(user);
             }
             self.schedule(room, (namespace, course));
         }
+        opened
     }
 
     /// One socket fewer; the user's last makes them offline. Leaving twice is harmless.
@@ -181,16 +317,83 @@ impl Presence {
         let key = (namespace, course);
         let Some(room) = rooms.get_mut(&key) else { return };
         let Some(member) = room.users.get_mut(&user) else { return };
+        if member.sockets == 0 {
+            return;
+        }
         room.sockets -= 1;
         member.sockets -= 1;
         if member.sockets > 0 {
             return;
         }
-        room.users.remove(&user);
-        if !room.came.remove(&user) {
-            room.went.insert(user);
+        let present = member.present();
+        if self.cluster.is_some() {
+            room.local.went(user);
+        }
+        if !present {
+            room.vanished(user);
         }
         self.schedule(room, key);
+    }
+
+    /// Another node's change in a room this node has sockets in (others are not
+    /// followed: nobody here would hear of them).
+    pub fn apply_remote(self: &Arc<Self>, key: RoomKey, node: Uuid, change: &PresenceChange) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&key).filter(|room| room.sockets > 0) else { return };
+        let mut changed = false;
+        for user in &change.came {
+            changed |= room.add_remote(node, *user);
+        }
+        for user in &change.went {
+            changed |= room.remove_remote(node, *user);
+        }
+        if changed {
+            self.schedule(room, key);
+        }
+    }
+
+    /// The users each other node holds in a room, as read from Redis: nodes absent
+    /// from `nodes` hold nobody there.
+    pub fn replace_remote(self: &Arc<Self>, key: RoomKey, nodes: &RoomSnapshot) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&key).filter(|room| room.sockets > 0) else { return };
+        let gone: Vec<Uuid> = room.remote.keys().filter(|node| !nodes.contains_key(node)).copied().collect();
+        let empty = HashSet::new();
+        let mut changed = false;
+        for node in gone {
+            changed |= room.replace_remote(node, &empty);
+        }
+        for (node, users) in nodes {
+            changed |= room.replace_remote(*node, users);
+        }
+        if changed {
+            self.schedule(room, key);
+        }
+    }
+
+    /// Forgets other nodes' users: one node (`Some`) that left, or all of them
+    /// (`None`: Redis is down, and this node falls back to its own view).
+    pub fn forget_remote(self: &Arc<Self>, node: Option<Uuid>) {
+        let mut rooms = self.lock();
+        let empty = HashSet::new();
+        for (key, room) in rooms.iter_mut() {
+            let nodes: Vec<Uuid> = match node {
+                Some(node) => vec![node],
+                None => room.remote.keys().copied().collect(),
+            };
+            let mut changed = false;
+            for node in nodes {
+                changed |= room.replace_remote(node, &empty);
+            }
+            if changed {
+                self.schedule(room, *key);
+            }
+        }
+    }
+
+    /// The rooms with sockets on this node, and this node's users in each.
+    pub fn local_rooms(&self) -> Vec<(RoomKey, Vec<Uuid>)> {
+        self.lock().iter().filter(|(_, room)| room.sockets > 0).map(|(key, room)| (*key, room.local_users())).collect()
     }
 
     /// Counts one stored event broadcast to the room; returns the room's sockets (the
@@ -231,7 +434,11 @@ impl Presence {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(wait).await;
-                match this.take_diff(key) {
+                let (flush, local) = this.take_diff(key);
+                if let (Some(cluster), Some(local)) = (&this.cluster, local) {
+                    cluster.relay_presence(key.0.path(), key.1, &local);
+                }
+                match flush {
                     Flush::Announce(diff) => break this.announce(key.0, diff).await,
                     Flush::Later(more) => wait = more,
                     Flush::Nothing => break,
@@ -240,16 +447,19 @@ impl Presence {
         });
     }
 
-    /// Takes the room's pending diff and drops the room once it is empty and has
-    /// nothing left to say; a room above `list_max` defers it until `count_window`
-    /// after its last count: that count goes to every member, and at 10,000 members
-    /// one a second would add a tenth to a course chatting at 10 msg/s.
-    fn take_diff(&self, key: RoomKey) -> Flush {
+    /// Takes the room's pending diff, and this node's own change for the other
+    /// nodes (every window, whatever the room's size); drops the room once no
+    /// socket of this node is in it and it has nothing left to say. A room above
+    /// `list_max` defers its diff until `count_window` after its last count: that
+    /// count goes to every member, and at 10,000 members one a second would add a
+    /// tenth to a course chatting at 10 msg/s.
+    fn take_diff(&self, key: RoomKey) -> (Flush, Option<PresenceChange>) {
         let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(&key) else { return Flush::Nothing };
+        let Some(room) = rooms.get_mut(&key) else { return (Flush::Nothing, None) };
+        let local = room.local.take();
         let since = room.announced_at.map_or(Duration::MAX, |at| at.elapsed());
-        if room.users.len() > self.limits.list_max && since < self.limits.count_window {
-            return Flush::Later(self.limits.count_window - since);
+        if room.users.len() > self.limits.list_max && since < self.limits.count_window && room.sockets > 0 {
+            return (Flush::Later(self.limits.count_window - since), local);
         }
         room.flush_due = false;
         let came = std::mem::take(&mut room.came);
@@ -260,24 +470,22 @@ impl Presence {
         if changed {
             room.announced_at = Some(Instant::now());
         }
-        if room.users.is_empty() {
+        if room.sockets == 0 {
+            // Nobody here hears the room: forget it, other nodes' users included.
             rooms.remove(&key);
+            return (Flush::Nothing, local);
         }
         if !changed {
-            return Flush::Nothing;
+            return (Flush::Nothing, local);
         }
         let listed = count <= self.limits.list_max && came.len() + went.len() <= self.limits.list_max;
-        let sorted = |set: HashSet<Uuid>| {
-            let mut ids: Vec<Uuid> = set.into_iter().collect();
-            ids.sort_unstable();
-            ids
-        };
-        Flush::Announce(PresenceDiff {
+        let diff = PresenceDiff {
             course_id: key.1,
             online: listed.then(|| sorted(came)),
             offline: listed.then(|| sorted(went)),
             count,
-        })
+        };
+        (Flush::Announce(diff), local)
     }
 
     /// One broadcast per window. Presence is refreshed by the next diff or a page, so
@@ -362,12 +570,13 @@ mod tests {
                 cursor_every: Duration::ZERO,
                 room_relays_per_sec: 3,
             },
+            None,
         ))
     }
 
     /// The chat room's pending diff, which must be due.
     fn due_diff(p: &Presence, course: Uuid) -> Option<PresenceDiff> {
-        match p.take_diff((Namespace::Chat, course)) {
+        match p.take_diff((Namespace::Chat, course)).0 {
             Flush::Announce(diff) => Some(diff),
             Flush::Nothing => None,
             Flush::Later(wait) => panic!("the diff was deferred by {wait:?}"),
@@ -382,7 +591,7 @@ mod tests {
         assert!(due_diff(&p, course).is_some(), "a small room's diff is due at once");
         p.enter(Namespace::Chat, course, Uuid::new_v4());
         assert!(
-            matches!(p.take_diff((Namespace::Chat, course)), Flush::Later(wait) if wait > Duration::from_secs(3500)),
+            matches!(p.take_diff((Namespace::Chat, course)).0, Flush::Later(wait) if wait > Duration::from_secs(3500)),
             "a big room counts once per count window"
         );
     }
@@ -419,6 +628,30 @@ mod tests {
         p.enter(Namespace::Chat, course, users[2]);
         let diff = due_diff(&p, course).unwrap();
         assert_eq!((diff.online, diff.offline, diff.count), (None, None, 3), "above the threshold: the count");
+    }
+
+    #[tokio::test]
+    async fn other_nodes_users_count_once_and_a_node_missing_from_a_snapshot_drops_out() {
+        let p = presence(10);
+        let (course, node) = (Uuid::new_v4(), Uuid::new_v4());
+        let key = (Namespace::Chat, course);
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        p.apply_remote(key, node, &PresenceChange { came: vec![bob], went: vec![] });
+        assert_eq!(p.page(Namespace::Chat, course, None, 10).count, 0, "a room without sockets here is not followed");
+
+        assert!(p.enter(Namespace::Chat, course, alice), "the room opens here");
+        assert!(!p.enter(Namespace::Chat, course, alice), "and is open");
+        p.take_diff(key);
+        p.apply_remote(key, node, &PresenceChange { came: vec![alice, bob], went: vec![] });
+        assert_eq!(p.page(Namespace::Chat, course, None, 10).count, 2, "alice here and there is online once");
+        assert!(matches!(p.take_diff(key).0, Flush::Announce(diff) if diff.online == Some(vec![bob])));
+
+        p.replace_remote(key, &RoomSnapshot::new());
+        assert_eq!(p.page(Namespace::Chat, course, None, 10).online, vec![alice], "the node is gone, alice is here");
+        p.leave(Namespace::Chat, course, alice);
+        p.leave(Namespace::Chat, course, alice);
+        p.take_diff(key);
+        assert_eq!(p.rooms(), 0, "no socket here: the room is dropped");
     }
 
     #[tokio::test]

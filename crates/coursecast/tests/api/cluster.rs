@@ -15,20 +15,35 @@ pub async fn two_nodes() -> Option<(TestApp, TestApp)> {
     two_nodes_on(&test_redis_url().await?).await
 }
 
+/// Two nodes configured by `configure`, on one storage and a Redis channel of their
+/// own (the second is `a.another_node()`): `None` without Redis.
+async fn nodes_with(configure: impl FnOnce(&mut coursecast::config::Settings)) -> Option<(TestApp, TestApp)> {
+    let redis = test_redis_url().await?;
+    let a = first_node(&redis, configure).await;
+    let b = a.another_node().await;
+    Some((a, b))
+}
+
+/// A node on Redis at `redis` and a channel of its own, configured by `configure`.
+async fn first_node(redis: &str, configure: impl FnOnce(&mut coursecast::config::Settings)) -> TestApp {
+    let channel = format!("coursecast-test-{}", Uuid::new_v4().simple());
+    TestApp::spawn_with(|s| {
+        s.redis_url = Some(redis.to_owned());
+        s.redis_channel = channel;
+        configure(s);
+    })
+    .await
+}
+
 /// Two nodes on one storage and one Redis channel at `redis`, both subscribed.
 async fn two_nodes_on(redis: &str) -> Option<(TestApp, TestApp)> {
-    let redis = redis.to_owned();
-    let channel = format!("coursecast-test-{}", Uuid::new_v4().simple());
-    let a = TestApp::spawn_with(|s| {
-        s.redis_url = Some(redis.clone());
-        s.redis_channel = channel.clone();
-    })
-    .await;
+    let a = first_node(redis, |_| {}).await;
     let b = a.another_node().await;
+    let channel = a.state.settings.redis_channel.clone();
     // Each node's listener subscribes in the background; a message published before
     // both are subscribed is lost. The channel is this test's own: two subscribers
     // on it are the two nodes.
-    let conn = redis::Client::open(redis.as_str())
+    let conn = redis::Client::open(redis)
         .expect("TEST_REDIS_URL")
         .get_multiplexed_async_connection()
         .await
@@ -234,15 +249,7 @@ async fn each_node_receives_only_the_events_of_the_courses_its_clients_hold() {
 /// and a node that stops (saying goodbye) stops counting at once.
 #[tokio::test]
 async fn the_per_user_socket_limit_holds_across_nodes() {
-    let Some(redis) = test_redis_url().await else { return };
-    let channel = format!("coursecast-test-{}", Uuid::new_v4().simple());
-    let a = TestApp::spawn_with(|s| {
-        s.redis_url = Some(redis.clone());
-        s.redis_channel = channel.clone();
-        s.max_sockets_per_user = 2;
-    })
-    .await;
-    let mut b = a.another_node().await;
+    let Some((a, mut b)) = nodes_with(|s| s.max_sockets_per_user = 2).await else { return };
     let user = a.student("Ida").await;
     let refused = |node: &TestApp| {
         let auth = Some(json!({"token": user.token}));
@@ -284,6 +291,81 @@ async fn the_per_user_socket_limit_holds_across_nodes() {
     b.stop().await;
     let _first = a.socket("/chat", &user.token).await;
     let _second = a.socket("/chat", &user.token).await;
+}
+
+/// Presence across nodes: students of one course on different nodes see each other
+/// online (in diffs, pages and counts, a user with sockets on both nodes once), a
+/// leave on one node reaches the other, and a node that stops takes its users
+/// offline at once.
+#[tokio::test]
+async fn students_on_different_nodes_see_each_other_online() {
+    let Some((a, mut b)) = nodes_with(|s| s.presence_window_ms = 100).await else { return };
+    let professor = a.professor().await;
+    let (ann, ben) = (a.student("Ann").await, a.student("Ben").await);
+    let course = a.course_with(&professor, &[&ann, &ben]).await;
+    let online = |node: &TestApp, token: &str| {
+        let (client, url, token) =
+            (node.client.clone(), format!("{}/api/realtime/presence/{course}", node.base), token.to_owned());
+        async move {
+            let page: serde_json::Value =
+                client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let mut ids: Vec<String> =
+                page["online"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect();
+            ids.sort();
+            (page["count"].as_u64().unwrap(), ids)
+        }
+    };
+    let both = {
+        let mut ids = vec![ann.id.to_string(), ben.id.to_string()];
+        ids.sort();
+        ids
+    };
+
+    let mut ann_on_a = a.socket("/chat", &ann.token).await;
+    ann_on_a.call("join", json!({"courseId": course})).await.unwrap();
+    let ben_on_b = b.socket("/chat", &ben.token).await;
+    ben_on_b.call("join", json!({"courseId": course})).await.unwrap();
+    let diff = presence_until(&mut ann_on_a, |diff| diff["count"] == 2).await;
+    assert_eq!(diff["online"], json!([ben.id]), "A hears B's student come");
+    for (node, token) in [(&a, &ann.token), (&b, &ben.token)] {
+        eventually("both nodes to list both students", WAIT, || async {
+            online(node, token).await == (2, both.clone())
+        })
+        .await;
+    }
+    // Ben also on A: still one Ben.
+    let ben_on_a = a.socket("/chat", &ben.token).await;
+    ben_on_a.call("join", json!({"courseId": course})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(online(&a, &ann.token).await, (2, both.clone()), "a user on two nodes is online once");
+    ben_on_a.disconnect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(online(&a, &ann.token).await, (2, both.clone()), "Ben is still on B");
+
+    ben_on_b.call("leave", json!({"courseId": course})).await.unwrap();
+    let diff = presence_until(&mut ann_on_a, |diff| diff["count"] == 1).await;
+    assert_eq!(diff["offline"], json!([ben.id]), "a leave on B reaches A");
+
+    ben_on_b.call("join", json!({"courseId": course})).await.unwrap();
+    presence_until(&mut ann_on_a, |diff| diff["count"] == 2).await;
+    b.stop().await;
+    let diff = presence_until(&mut ann_on_a, |diff| diff["count"] == 1).await;
+    assert_eq!(diff["offline"], json!([ben.id]), "a stopped node's users go offline at once");
+}
+
+/// Waits for `presence` diffs until `done` holds for one; returns it.
+async fn presence_until(
+    socket: &mut coursecast_client::Socket,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut seen = Vec::new();
+    while let Some(diff) = socket.wait_for("presence", WAIT).await {
+        if done(&diff) {
+            return diff;
+        }
+        seen.push(diff);
+    }
+    panic!("presence never reached the expected state; saw {seen:?}");
 }
 
 /// Sends one message every 25 ms for `how_long`, each after the last one's answer:

@@ -15,7 +15,7 @@ use crate::{
         Namespace, catalog,
         dispatch::{Ctx, Reply},
         presence::Ephemeral,
-        rooms,
+        presence_sync, rooms,
     },
     state::AppState,
     streams::{self, StreamKey},
@@ -64,8 +64,12 @@ pub async fn join(
     state.commands.authorize_read(&ctx.session.user, stream).await?;
     // Enter before reading, so nothing committed in between can be missed; an event
     // may then arrive both live and in `missed`, and clients drop `seq <= cursor`.
-    enter(state, ctx, namespace, course_id);
+    let opened = enter(state, ctx, namespace, course_id);
     state.interest.want(Scope::Course(course_id)).await;
+    if opened && let Some(cluster) = &state.realtime.cluster {
+        // The first of this node in the room: its other nodes' users, for `online`.
+        presence_sync::sync_room(&state.realtime.presence, cluster, namespace, course_id).await;
+    }
     let page = match since {
         None => json!({"cursor": state.store.stream_head(stream).await?, "missed": [], "hasMore": false}),
         Some(since) => {
@@ -124,12 +128,13 @@ pub fn require_joined(ctx: &Ctx, course_id: Uuid) -> Result<(), AppError> {
     if ctx.session.has_joined(course_id) { Ok(()) } else { Err(AppError::Forbidden("join the course first")) }
 }
 
-fn enter(state: &AppState, ctx: &Ctx, namespace: Namespace, course_id: Uuid) {
+/// Joins the room; true if the room opened on this node with it.
+fn enter(state: &AppState, ctx: &Ctx, namespace: Namespace, course_id: Uuid) -> bool {
     if !ctx.session.join_course(course_id) {
-        return;
+        return false;
     }
     ctx.socket.join(rooms::course(course_id));
-    state.realtime.presence.enter(namespace, course_id, ctx.session.user.id);
+    state.realtime.presence.enter(namespace, course_id, ctx.session.user.id)
 }
 
 /// Relays an ephemeral event to the room, except the sender, if the throttles allow
