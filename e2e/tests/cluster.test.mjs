@@ -4,7 +4,8 @@
 // driven by the official socket.io-client through nginx, some clients WebSocket-only
 // and some polling-only, spread over the nodes by their source addresses.
 //
-//   (a) a message sent via one node reaches the subscribers on every node, live;
+//   (a) a message sent via one node reaches the subscribers on every node, live, and
+//       every client counts the course's users on all nodes online (presence);
 //   (c) Redis restarted mid-stream: sends keep their acks and their latency, and every
 //       receiver repairs what the bus dropped from its cursor;
 //   (b) a node SIGKILLed mid-stream: its clients reconnect through nginx to another
@@ -202,6 +203,14 @@ describe("three coursecast nodes behind nginx (deploy/nginx.conf)", { skip: skip
     assertLive(messages, "no failure: every event is relayed live to every node");
     const ms = messages.map((m) => m.attempts[0].ms);
     t.diagnostic(`${summary}; ack ms p50 ${round(percentile(ms, 50))} p99 ${round(percentile(ms, 99))}`);
+  });
+
+  test("presence is the course's across nodes: every client counts every node's users online", { timeout: PHASE_TIMEOUT_MS }, async () => {
+    // After (a) every client is in (a)'s course room, on its own node.
+    const courseId = followers()[0].stream.courseId;
+    const counts = async () => Promise.all(followers().map(async (f) => (await ackOk(f.socket, "presence", { courseId })).count));
+    await waitUntil(`every client counts ${clients.length} online`,
+      async () => (await counts()).every((count) => count === clients.length), 10_000);
   });
 
   test("(c) Redis restarted mid-stream: no stall, then every receiver repairs exactly once", { timeout: PHASE_TIMEOUT_MS }, async (t) => {
