@@ -98,9 +98,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
                         tracing::warn!("presence falls back to this node's own users until Redis answers");
                         realtime.presence.forget_remote(None);
                     }
+                    // In a task of its own: the listener goes on receiving meanwhile.
                     Remote::Linked => {
-                        if let Some(cluster) = &realtime.cluster {
-                            presence_sync::sync_all(&realtime.presence, cluster).await;
+                        if let Some(cluster) = realtime.cluster.clone() {
+                            let presence = realtime.presence.clone();
+                            tokio::spawn(async move { presence_sync::sync_all(&presence, &cluster).await });
                         }
                     }
                 }
