@@ -10,6 +10,10 @@
 //! from the user's. Requests every node must hear (disconnect a user: their tokens
 //! stopped holding) go on the base channel `{REDIS_CHANNEL}`.
 //!
+//! Besides events, nodes share two views through Redis, each kept per node with
+//! expiry so a dead node drops out: every user's socket count (`sockets`, for the
+//! per-user limit) and every course room's online users (`presence`).
+//!
 //! Storage stays the source of truth: a node that misses a message (Redis briefly
 //! down) leaves its clients with a `seq` gap they repair from the stored stream, and
 //! a reconnecting client resumes from its cursor on any node.
