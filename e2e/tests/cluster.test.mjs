@@ -18,9 +18,10 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import http from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ackOk, createCourse } from "../lib/client.mjs";
-import { missingPrerequisites, startCluster } from "../lib/cluster.mjs";
+import { Sockets, ackOk, connectError, createCourse } from "../lib/client.mjs";
+import { SOCKET_CONNECTS_PER_SECOND_PER_IP, missingPrerequisites, startCluster } from "../lib/cluster.mjs";
 import { Follower, Sender, now, percentile } from "../lib/course-stream.mjs";
 import { scrape, sumOf } from "../lib/metrics.mjs";
 import { sourceAddress, subnetPerNode } from "../lib/placement.mjs";
@@ -61,12 +62,14 @@ describe("three coursecast nodes behind nginx (deploy/nginx.conf)", { skip: skip
   const clients = [];
   const followers = () => clients.map((c) => c.follower);
   let senders = [];
+  /** Map(node name -> the subnet ip_hash sends to it). */
+  let subnets;
 
   before(async () => {
     if (missing.length) throw new Error(`CI=true and the cluster suite cannot run; missing: ${missing.join("; ")}`);
     cluster = await startCluster({ students: CLIENTS_PER_NODE * 3 });
     assert.equal(cluster.nodes.length, 3, "deploy/nginx.conf's upstream lists three nodes");
-    const subnets = await subnetPerNode(cluster);
+    subnets = await subnetPerNode(cluster);
     let u = 0;
     for (const node of cluster.nodes) {
       for (let host = 1; host <= CLIENTS_PER_NODE; host++) {
@@ -194,6 +197,23 @@ describe("three coursecast nodes behind nginx (deploy/nginx.conf)", { skip: skip
     const res = await fetch(`${other.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, { signal: AbortSignal.timeout(5000) });
     await res.arrayBuffer();
     assert.equal(res.status, 400, `${other.name} refuses a poll of ${home.name}'s session`);
+  });
+
+  test("per-address limits count each client behind nginx, not nginx", async (t) => {
+    // Two addresses of one subnet: ip_hash sends both to the same node.
+    const subnet = subnets.get(cluster.nodes[0].name);
+    const sockets = new Sockets(cluster.url);
+    t.after(() => sockets.closeAll());
+    // Without a token every handshake is refused: RATE_LIMITED once the address's
+    // budget is spent (checked first), TOKEN_MISSING before that.
+    const refusal = (host) => {
+      const agent = new http.Agent({ localAddress: sourceAddress(subnet, host) });
+      return connectError(sockets.open("/chat", { agent })).then((err) => err.message);
+    };
+    const burst = SOCKET_CONNECTS_PER_SECOND_PER_IP * 2;
+    const outcomes = await Promise.all(Array.from({ length: burst + 5 }, () => refusal(200)));
+    assert.ok(outcomes.includes("RATE_LIMITED"), `a burst above ${burst} from one address is refused: ${outcomes}`);
+    assert.equal(await refusal(201), "TOKEN_MISSING", "another address behind the same nginx is not");
   });
 
   test("(a) a message sent via any node reaches the subscribers on all three nodes", { timeout: PHASE_TIMEOUT_MS }, async (t) => {

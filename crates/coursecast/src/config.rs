@@ -6,6 +6,8 @@ use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
+use crate::http::client_ip::TrustedProxies;
+
 /// How the server runs. Each field names its environment variable.
 #[derive(Clone, Args)]
 pub struct Settings {
@@ -186,9 +188,18 @@ pub struct Settings {
     #[arg(long, env = "LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE", default_value_t = 5)]
     pub login_failures_per_account_per_minute: u32,
 
-    /// Open TCP connections per client address at most; further ones are closed at
-    /// once (0: no cap). Behind a reverse proxy every client has the proxy's
-    /// address: raise it, or let the proxy bound clients.
+    /// Reverse proxies whose `X-Forwarded-For` names the client: comma-separated IP
+    /// addresses and CIDR ranges (IPv4 and IPv6). A request from one of them counts
+    /// against the address the proxies appended to the header, read from the right
+    /// (http/client_ip.rs); from anyone else, against its TCP peer. Empty: no proxy is
+    /// trusted and the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Open TCP connections per TCP peer at most; further ones are closed at once (0:
+    /// no cap). Counted as a connection is accepted, before any request (and any
+    /// `X-Forwarded-For`) is read: behind a reverse proxy it counts the proxy's
+    /// connections, so set it 0 or high there and let the proxy bound clients.
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: usize,
 
@@ -290,6 +301,7 @@ impl fmt::Debug for Settings {
             .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
             .field("jwt_ttl_secs", &self.jwt_ttl_secs)
             .field("cors_origins", &self.cors_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("max_connections", &self.max_connections)
             .field("enable_fallback", &self.enable_fallback)
             .finish_non_exhaustive()

@@ -1,10 +1,8 @@
 //! `/api/auth`: register, login, logout, me (PROTOCOL.md section 2).
 
-use std::net::SocketAddr;
-
 use axum::{
-    Router,
-    extract::{ConnectInfo, Request, State},
+    Extension, Router,
+    extract::{Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -14,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answers::{DONE, Done, UserAnswer};
 use super::caller::AuthUser;
+use super::client_ip::ClientIp;
 use super::extract::Json;
 use super::refusals::{Conflict, InvalidCredentials, NotFound, RateLimited};
 use crate::{
@@ -92,16 +91,14 @@ async fn register(
     responses((status = 200, body = UserWithToken), InvalidCredentials, RateLimited))]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Json(body): Json<LoginBody>,
 ) -> Result<axum::Json<UserWithToken>, AppError> {
     let email = Email::parse(&body.email).ok();
     let account = email.as_ref().map(|e| e.as_str().to_owned());
     let failures = &state.login_failures;
-    let allowed = failures
-        .per_ip
-        .check(&peer.ip())
-        .and_then(|()| account.as_ref().map_or(Ok(()), |a| failures.per_account.check(a)));
+    let allowed =
+        failures.per_ip.check(&ip).and_then(|()| account.as_ref().map_or(Ok(()), |a| failures.per_account.check(a)));
     if let Err(refusal) = allowed {
         metrics::rate_limited("login");
         return Err(refusal);
@@ -115,7 +112,7 @@ async fn login(
         None => (None, None),
     };
     if !state.passwords.verify(body.password, hash).await? {
-        failures.per_ip.charge(peer.ip());
+        failures.per_ip.charge(ip);
         if let Some(account) = account {
             failures.per_account.charge(account);
         }
@@ -139,8 +136,7 @@ async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result
 }
 
 async fn rate_limit(State(limiter): State<IpRateLimiter>, request: Request, next: Next) -> Response {
-    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-    if let Some(ip) = ip
+    if let Some(&ClientIp(ip)) = request.extensions().get::<ClientIp>()
         && let Err(refusal) = limiter.check(ip)
     {
         metrics::rate_limited("registration");

@@ -1,5 +1,8 @@
 //! Accepting and serving TCP connections, bounded (DESIGN.md principle 4): at most
-//! `MAX_CONNECTIONS_PER_IP` open connections per client address; a connection that
+//! `MAX_CONNECTIONS_PER_IP` open connections per peer address (counted as a connection
+//! is accepted, before any request is read, so behind a reverse proxy these are the
+//! proxy's connections; every other per-address limit counts the client that
+//! `client_ip` derives from the peer each request records); a connection that
 //! sends nothing within `HTTP_FIRST_BYTE_TIMEOUT` is closed; a request head that is
 //! not complete within `HTTP_HEADER_TIMEOUT` of the connection's start (or of the end
 //! of the previous response) closes the connection. Slowloris-style clients (a header
@@ -51,7 +54,7 @@ impl ConnectionLimits {
     }
 }
 
-/// Open connections per client address; entries go when their count reaches zero.
+/// Open connections per peer address; entries go when their count reaches zero.
 #[derive(Default)]
 struct OpenPerIp(Mutex<HashMap<IpAddr, usize>>);
 

@@ -1,10 +1,10 @@
 //! The HTTP API: one router per feature, merged here, and the middleware stack that
 //! every request passes through (outermost first):
 //!
-//! request id -> trace -> access log and security headers -> propagate request id ->
-//! catch panics -> CORS -> then either `/socket.io/` (socket gate -> Socket.IO) or
-//! timeout -> body limit -> route metrics -> routes (auth routes add a per-IP rate
-//! limit).
+//! client address (`client_ip`) -> request id -> trace -> access log and security
+//! headers -> propagate request id -> catch panics -> CORS -> then either
+//! `/socket.io/` (socket gate -> Socket.IO) or timeout -> body limit -> route
+//! metrics -> routes (auth routes add a per-IP rate limit).
 
 mod admin;
 mod analyses;
@@ -12,6 +12,7 @@ mod answers;
 mod around;
 mod auth;
 mod caller;
+pub mod client_ip;
 mod courses;
 mod extract;
 pub mod listener;
@@ -105,8 +106,10 @@ pub fn outer_layers(
     settings: &Settings,
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static {
     let request_id = HeaderName::from_static("x-request-id");
+    let trusted_proxies = settings.trusted_proxies.clone();
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
+        .map_request(move |request| trusted_proxies.tag(request))
         .map_request(drop_unacceptable_request_id)
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {

@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashSet,
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -15,7 +14,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{ConnectInfo, OriginalUri, Request, State},
+    extract::{OriginalUri, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -24,7 +23,7 @@ use axum::{
 use socketioxide::service::SocketIoService;
 use tower_http::request_id::RequestId;
 
-use crate::{config::Settings, error::AppError, limits::IpRateLimiter};
+use crate::{config::Settings, error::AppError, http::client_ip::ClientIp, limits::IpRateLimiter};
 
 /// One Engine.IO session (a client), shared by its namespace sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,8 +83,8 @@ async fn admit(State(gate): State<Gate>, mut request: Request, next: Next) -> Re
     let is_handshake = !request.uri().query().unwrap_or_default().split('&').any(|pair| pair.starts_with("sid="));
     if is_handshake {
         detach_from_read_buffer(&mut request);
-        let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-        let rate_limited = ip.is_some_and(|ip| gate.limiter.check(ip).is_err());
+        let ip = request.extensions().get::<ClientIp>();
+        let rate_limited = ip.is_some_and(|&ClientIp(ip)| gate.limiter.check(ip).is_err());
         let client = ClientId(gate.next_client.fetch_add(1, Ordering::Relaxed));
         request.extensions_mut().insert(Handshake { client, rate_limited });
     }

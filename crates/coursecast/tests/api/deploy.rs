@@ -1,18 +1,21 @@
 //! The deployment files agree with each other, with the docs and with the server:
 //! compose.yaml mounts the nginx config that docs/OPERATIONS.md points to, nginx's
 //! upstream servers are compose's coursecast services on their ports, compose passes
-//! only real settings, the image runs the README's production command, and the
+//! only real settings, the nodes trust nginx's X-Forwarded-For and nobody else's, the image runs the README's production command, and the
 //! image's HEALTHCHECK command passes against a running server and fails against a
 //! dead one. (No container engine here: `scripts/check-nginx` proves the nginx
 //! config parses with nginx itself.)
 
 use std::{
     collections::BTreeSet,
+    net::IpAddr,
     process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use coursecast::Settings;
+use coursecast::{Settings, http::client_ip::TrustedProxies};
+use http::{HeaderMap, HeaderValue};
+use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, repo_root};
@@ -229,4 +232,40 @@ async fn the_image_healthcheck_passes_on_a_live_server_and_fails_on_a_dead_one()
     app.stop().await;
     let (output, _) = tokio::task::spawn_blocking(move || run_healthcheck(port)).await.expect("join");
     assert!(!output.status.success(), "a stopped server is unhealthy");
+}
+
+/// The nodes believe the X-Forwarded-For of nginx (its fixed address in compose's
+/// network) and of no other address there, and nginx sends it from every location.
+#[test]
+fn the_nodes_trust_nginx_alone_and_nginx_forwards_the_client() {
+    let compose = compose();
+    let address =
+        |value: &Value, what: &str| value.as_str().unwrap_or_else(|| panic!("compose gives {what}")).to_owned();
+    let nginx: IpAddr =
+        address(&compose["services"]["nginx"]["networks"]["default"]["ipv4_address"], "nginx an address")
+            .parse()
+            .expect("nginx's address");
+    let subnet: IpNet = address(&compose["networks"]["default"]["ipam"]["config"][0]["subnet"], "the network a subnet")
+        .parse()
+        .expect("the subnet");
+    assert!(subnet.contains(&nginx), "nginx's {nginx} is in the network's {subnet}");
+    let mut forwarded = HeaderMap::new();
+    forwarded.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.1"));
+    for (name, service) in coursecast_services(&compose) {
+        let list = address(&service["environment"]["TRUSTED_PROXIES"], &format!("{name} TRUSTED_PROXIES"));
+        let trusted = TrustedProxies::parse(&list).expect("TRUSTED_PROXIES parses");
+        assert_eq!(
+            trusted.client_of(nginx, &forwarded),
+            "203.0.113.1".parse::<IpAddr>().unwrap(),
+            "{name} trusts nginx"
+        );
+        // The gateway (the first host) relays traffic from outside: a client, never a proxy.
+        for other in subnet.hosts().take(20).filter(|ip| *ip != nginx) {
+            assert_eq!(trusted.client_of(other, &forwarded), other, "{name} trusts {other}");
+        }
+    }
+    let conf = read(NGINX_CONF);
+    let locations = conf.matches("\n    location ").count();
+    let forwards = conf.matches("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;").count();
+    assert!(locations > 0 && forwards == locations, "{forwards} of {locations} nginx locations forward the client");
 }

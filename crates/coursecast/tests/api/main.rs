@@ -8,6 +8,7 @@ mod accounts;
 mod asyncapi;
 mod big_rooms;
 mod chat;
+mod client_ip;
 mod cluster;
 mod connections;
 mod courses;
