@@ -558,8 +558,10 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
     warmup_until.set(i64::try_from(start_us + plan.traffic.warmup * 1_000_000)?);
     phase_tx.send_replace(Phase::Send { start });
     tokio::time::sleep(Duration::from_secs(plan.traffic.duration)).await;
-    let window = meter.read(env).await?;
+    // Sending stops before the nodes are read: a busy node may take a while to
+    // answer its /metrics, and nothing may be sent outside the window.
     phase_tx.send_replace(Phase::Quiet);
+    let window = meter.read(env).await?;
     let deadline = Instant::now() + Duration::from_secs(plan.traffic.drain);
     while shared.answered.get() < shared.sent.get() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
