@@ -13,10 +13,10 @@
 #   SERVERS="sqlite" bench/run.sh  # a subset (baseline bare sqlite postgres)
 #   SCENARIOS="connect connect-one-course" bench/run.sh  # a subset of the runs
 #   SCENARIOS="big-course fanout-big fanout-big-churn" bench/run.sh  # one course of 10,000
-#   SCENARIOS="fanout-nodes fanout-nodes-courses" ROUNDS=1 bench/run.sh  # 1, 2 and 3 nodes
+#   SCENARIOS="fanout-nodes fanout-nodes-relay fanout-nodes-courses" ROUNDS=1 bench/run.sh  # 1, 2, 3 nodes
 #
-# The nodes group (SCENARIOS fanout-nodes, fanout-nodes-courses; not among the
-# defaults, it needs Redis) runs coursecast as a cluster: NODES (default "1 2 3")
+# The nodes group (SCENARIOS fanout-nodes, fanout-nodes-relay, fanout-nodes-courses;
+# not among the defaults, it needs Redis) runs coursecast as a cluster: NODES (default "1 2 3")
 # nodes on ports 3301.., every one freshly started with the same PostgreSQL database
 # (fresh per round and node count), JWT_SECRET and Redis (NODES_REDIS_URL, default
 # the machine's at 127.0.0.1:6379), and a channel (REDIS_CHANNEL) of its own per
@@ -70,8 +70,8 @@ else
   # 30 % of the room (further members) leaving and joining again all the time.
   BIG_N=10000 BIG_CHURN=3000 BIG_SECS=15
   # Nodes: 2,000 subscribers in one course at 25 msg/s (50,000 copies/s, well within
-  # one node's budget on 2 cores), and in 20 courses of 100 at 100 msg/s, each
-  # course on one node.
+  # one node's budget on 2 cores), senders on every node or all on the first; and
+  # 20 courses of 100 at 100 msg/s, each course on one node.
   NODES_SUBS=2000 NODES_SECS=15
 fi
 NODES_RATE=${NODES_RATE:-25}
@@ -301,6 +301,8 @@ for round in $(seq 1 "$ROUNDS"); do
     SEED=$(seed "$kind" "$round")
     scenario "$kind" "$round" fanout-nodes fanout --subscribers "$NODES_SUBS" --senders 10 --rate "$NODES_RATE" \
       --duration "$NODES_SECS" --warmup 3 --drain 20 --cluster-traffic
+    scenario "$kind" "$round" fanout-nodes-relay fanout --subscribers "$NODES_SUBS" --senders 10 --rate "$NODES_RATE" \
+      --senders-on-first-node --duration "$NODES_SECS" --warmup 3 --drain 20 --cluster-traffic
     scenario "$kind" "$round" fanout-nodes-courses fanout --subscribers "$NODES_SUBS" --courses 20 --senders 20 \
       --placement by-course --rate "$NODES_COURSES_RATE" --duration "$NODES_SECS" --warmup 3 --drain 20 --cluster-traffic
     psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $(basename "$(database "$kind" "$round")") WITH (FORCE)" >/dev/null || true

@@ -24,6 +24,7 @@ COURSECAST = ["sqlite", "postgres"]
 # The nodes group of bench/run.sh: coursecast as a cluster of N nodes (label nodes-N).
 NODES_RUNS = [
     ("fanout-nodes", "Fan-out over 1, 2, 3 nodes: one course, subscribers and senders spread over the nodes"),
+    ("fanout-nodes-relay", "The same with every sender on node 1: the other nodes only relay"),
     ("fanout-nodes-courses", "Fan-out over 1, 2, 3 nodes: 20 courses, each course's members on one node"),
 ]
 
@@ -282,6 +283,7 @@ def nodes_table(rows, run, title, out):
             cell([x["deliveredPerSec"] for x in res], 0),
             cell([x["latency"]["p50Ms"] for x in res]),
             cell([x["latency"]["p99Ms"] for x in res]),
+            cell([x["gaps"] for x in res], 0),
             cell([x["missedLive"] for x in res], 0),
             cell([x["lostAfterRepair"] for x in res], 0),
             cell([x["cpu"]["serverPct"] for x in res], 0),
@@ -296,9 +298,10 @@ def nodes_table(rows, run, title, out):
         return
     out.append(f"### {title}\n")
     out.append("Nodes and generator share the machine's cores: compare CPU per delivery, not throughput. "
+               "Gaps: jumps in `seq` a subscriber saw live, each repaired with `join {since}`. "
                "Redis bytes per delivery: each node's in (relayed from other nodes) and out (published), "
                "over the copies its own subscribers were owed, node 1 first.\n")
-    out.append(table(["nodes", "msg/s", "delivered/s", "p50 ms", "p99 ms", "missed live", "lost after repair",
+    out.append(table(["nodes", "msg/s", "delivered/s", "p50 ms", "p99 ms", "gaps", "missed live", "lost after repair",
                       "server CPU %", "generator CPU %", "server CPU µs / delivery",
                       "Redis in B / delivery, per node", "Redis out B / delivery, per node",
                       "load at start", "steal %"], lines) + "\n")

@@ -105,7 +105,8 @@ def nodes_run(n, p99, us_per_delivery, bytes_in):
               "cpuPct": 40.0 / n, "cluster": {"bytesInPerDelivery": b, "bytesOutPerDelivery": 0.1}}
              for i, b in enumerate(bytes_in)]
     return {"round": 1, "run": "fanout-nodes", "label": f"nodes-{n}", "loadAtStart": [0.4, 0.5, 0.5],
-            "results": {"sendRate": 25.0, "deliveredPerSec": 50000.0, "missedLive": 0, "lostAfterRepair": 0,
+            "results": {"sendRate": 25.0, "deliveredPerSec": 50000.0, "gaps": 3 * (n - 1), "missedLive": 0,
+                        "lostAfterRepair": 0,
                         "latency": {"p50Ms": p99 / 4, "p99Ms": p99},
                         "cpu": {"serverPct": 40.0 + n, "generatorPct": 30.0, "stealPct": 0.2},
                         "serverCpuUsPerDelivery": us_per_delivery, "nodes": nodes}}
@@ -122,7 +123,7 @@ class NodesTable(unittest.TestCase):
         self.assertEqual([line.split(" | ")[0] for line in lines], ["| 1", "| 2", "| 3"], "ordered by node count")
         self.assertIn("| 7.25 | 0.00 | 0.10 |", lines[0])
         self.assertIn("| 9.50 | 0.41 / 0.40 / 0.39 | 0.10 / 0.10 / 0.10 |", lines[2])
-        self.assertIn("| 30.0 |", lines[2], "p99")
+        self.assertIn("| 30.0 | 6 | 0 | 0 |", lines[2], "p99, gaps, missed live, lost")
         self.assertNotIn("nodes-", text[:text.index("### Fan-out over")], "the single-server tables leave nodes out")
 
     def test_rounds_are_medians_per_node(self):

@@ -4,8 +4,9 @@
 //!
 //! Against several nodes of one cluster (several `--url`s) the subscribers are
 //! placed on the nodes round-robin, and so are the senders (the first K subscribers:
-//! sender k on node k mod n), so most copies cross from one node to another; each
-//! node's CPU, memory and Redis traffic are reported per delivery.
+//! sender k on node k mod n) unless `--senders-on-first-node`, so most copies cross
+//! from one node to another; each node's CPU, memory and Redis traffic are reported
+//! per delivery.
 
 use std::time::Duration;
 
@@ -49,6 +50,10 @@ pub struct Args {
     /// node c mod n (as a proxy routing by course would).
     #[arg(long, value_enum, default_value_t = Placement::Spread)]
     pub placement: Placement,
+    /// Every sender on the first node, whatever the placement: the other nodes then
+    /// only relay, and get one node's commits in the order they were made.
+    #[arg(long)]
+    pub senders_on_first_node: bool,
     /// Also report each node's Redis traffic over the sending, from the cluster
     /// counters of its /metrics (coursecast nodes with REDIS_URL).
     #[arg(long)]
@@ -130,7 +135,11 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
                 token: u.token.clone(),
                 course: i % args.courses,
                 sender: i < args.senders,
-                node: args.placement.node_of(i, args.courses, env.nodes.len()),
+                node: if i < args.senders && args.senders_on_first_node {
+                    0
+                } else {
+                    args.placement.node_of(i, args.courses, env.nodes.len())
+                },
             })
             .collect();
         let plan = ChatPlan {
@@ -167,7 +176,8 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             args.traffic.with_params(
                 json!({"subscribers": args.subscribers, "senders": args.senders, "rate": rate, "p99LimitMs": args.p99_limit_ms,
                        "churn": args.churn, "churnPeriodMs": args.churn_period_ms, "courses": args.courses,
-                       "nodes": env.nodes.len(), "placement": args.placement.name()}),
+                       "nodes": env.nodes.len(), "placement": args.placement.name(),
+                       "sendersOnFirstNode": args.senders_on_first_node}),
             ),
             results,
             load,
