@@ -236,7 +236,7 @@ scenario() { # kind round name args...
   shift 3
   local dir="$OUT/r$round" plots="$OUT/svg/attempt" attempt steal least="" out p
   [[ " $SCENARIOS " == *" $name "* ]] || return 0
-  mkdir -p "$dir" "$OUT/svg/r$round"
+  mkdir -p "$dir" "$OUT/svg/r$round/$name"
   for attempt in $(seq 1 $((STEAL_RETRIES + 1))); do
     out="$dir/$kind-$name.a$attempt"
     if ! start_server "$kind" "$round"; then
@@ -257,10 +257,11 @@ scenario() { # kind round name args...
     stop_server
     sleep 2
     steal=$(max_steal "$out.out" || echo 0)
-    # The round's plots are the kept attempt's: the first with the least steal.
+    # The round's plots are the kept attempt's: the first with the least steal. One
+    # folder per scenario: two scenarios at the same rate write the same file names.
     if [ -z "$least" ] || awk -v s="$steal" -v l="$least" 'BEGIN {exit !(s < l)}'; then
       least=$steal
-      cp -r "$plots"/. "$OUT/svg/r$round/" 2>/dev/null || true
+      cp -r "$plots"/. "$OUT/svg/r$round/$name/" 2>/dev/null || true
     fi
     rm -rf "$plots"
     awk -v s="$steal" -v max="$STEAL_MAX" 'BEGIN {exit !(s > max)}' || return 0
