@@ -13,6 +13,16 @@
 #   SERVERS="sqlite" bench/run.sh  # a subset (baseline bare sqlite postgres)
 #   SCENARIOS="connect connect-one-course" bench/run.sh  # a subset of the runs
 #   SCENARIOS="big-course fanout-big fanout-big-churn" bench/run.sh  # one course of 10,000
+#   SCENARIOS="fanout-nodes fanout-nodes-relay fanout-nodes-courses" ROUNDS=1 bench/run.sh  # 1, 2, 3 nodes
+#
+# The nodes group (SCENARIOS fanout-nodes, fanout-nodes-relay, fanout-nodes-courses;
+# not among the defaults, it needs Redis) runs coursecast as a cluster: NODES (default "1 2 3")
+# nodes on ports 3301.., every one freshly started with the same PostgreSQL database
+# (fresh per round and node count), JWT_SECRET and Redis (NODES_REDIS_URL, default
+# the machine's at 127.0.0.1:6379), and a channel (REDIS_CHANNEL) of its own per
+# start. The 1-node run uses Redis too, so the comparison isolates the cost of
+# crossing nodes. Nodes and generator share the machine's cores: CPU per delivery is
+# the figure, not throughput.
 #
 # Before measuring it waits (up to WAIT_IDLE_SECS, default 600) for a 1-minute load
 # below MAX_LOAD (0.7) and records the load it started with.
@@ -32,6 +42,8 @@ ROUNDS=${ROUNDS:-2}
 QUICK=${QUICK:-0}
 SERVERS=${SERVERS:-"baseline bare sqlite postgres"}
 SCENARIOS=${SCENARIOS:-"idle connect connect-one-course big-course fanout fanout-big fanout-big-churn rooms polling sse sse-50"}
+NODES=${NODES:-"1 2 3"}
+NODES_REDIS_URL=${NODES_REDIS_URL:-redis://127.0.0.1:6379}
 MAX_LOAD=${MAX_LOAD:-0.7}
 STEAL_MAX=${STEAL_MAX:-10}
 STEAL_RETRIES=${STEAL_RETRIES:-2}
@@ -47,6 +59,7 @@ if [ "$QUICK" = 1 ]; then
   FAN_RATES=50,200 FAN_SECS=4 ROOMS_COURSES=40 ROOMS_RATE=2000 ROOMS_SECS=4 POLL_N=300 POLL_SECS=6
   SSE_N=300 SSE_SECS=6
   BIG_N=1000 BIG_CHURN=300 BIG_SECS=5
+  NODES_SUBS=300 NODES_SECS=5
 else
   STUDENTS=18000 IDLE_N=10000 CONNECT_N=18000 ONE_COURSE_N=2000 FAN_SUBS=1000
   FAN_RATES=10,20,50,100,200,500,1000,2000,5000 FAN_SECS=10 ROOMS_COURSES=400 ROOMS_RATE=25000 ROOMS_SECS=15
@@ -56,7 +69,13 @@ else
   # One course of 10,000: joining it, fan-out to all at 10 msg/s, and the same with
   # 30 % of the room (further members) leaving and joining again all the time.
   BIG_N=10000 BIG_CHURN=3000 BIG_SECS=15
+  # Nodes: 2,000 subscribers in one course at 25 msg/s (50,000 copies/s, well within
+  # one node's budget on 2 cores), senders on every node or all on the first; and
+  # 20 courses of 100 at 100 msg/s, each course on one node.
+  NODES_SUBS=2000 NODES_SECS=15
 fi
+NODES_RATE=${NODES_RATE:-25}
+NODES_COURSES_RATE=${NODES_COURSES_RATE:-100}
 COURSE_SIZE=${COURSE_SIZE:-50}
 
 BENCH="$root/target/release/coursecast-bench"
@@ -77,13 +96,28 @@ export LONG_POLL_MAX_WAITERS=20000
 export SSE_MAX_CONNECTIONS=20000
 
 declare -A PORT=([baseline]=4100 [bare]=4200 [sqlite]=3100 [postgres]=3200)
+# Node i of the nodes group listens on NODES_PORT + i.
+NODES_PORT=3300
+
+# Which of SCENARIOS belong to the single-server kinds and which to the nodes group.
+single_scenarios="" nodes_scenarios=""
+for name in $SCENARIOS; do
+  case $name in
+    fanout-nodes*) nodes_scenarios+=" $name" ;;
+    *) single_scenarios+=" $name" ;;
+  esac
+done
+[ -n "$single_scenarios" ] || SERVERS=""
+[ -n "$nodes_scenarios" ] || NODES=""
 
 log() { printf '\n[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 log "building release binaries"
 cargo build --release -p coursecast -p coursecast-bench -p bare-socketioxide
-log "installing the baseline's packages"
-(cd bench/baseline-node && npm ci --no-audit --no-fund --loglevel=error)
+if [[ " $SERVERS " == *" baseline "* ]]; then
+  log "installing the baseline's packages"
+  (cd bench/baseline-node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 {
   echo "started: $(date -u +%FT%TZ)"
@@ -94,7 +128,10 @@ log "installing the baseline's packages"
   echo "fd limit: $(ulimit -Hn)"
   echo "node: $(node --version)  rustc: $(rustc --version)"
   echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | wc -l) uncommitted paths"
-  echo "rounds: $ROUNDS  quick: $QUICK  servers: $SERVERS  re-run above steal: $STEAL_MAX % (up to $STEAL_RETRIES times)"
+  echo "rounds: $ROUNDS  quick: $QUICK  servers: ${SERVERS:-none}  re-run above steal: $STEAL_MAX % (up to $STEAL_RETRIES times)"
+  if [ -n "$NODES" ]; then
+    echo "nodes: $NODES (coursecast on PostgreSQL $(psql "$PG_ADMIN" -tAc 'show server_version' | cut -d' ' -f1), Redis $(redis-cli -u "$NODES_REDIS_URL" info server | tr -d '\r' | sed -n 's/^redis_version://p') at $NODES_REDIS_URL); nodes and generator share the $(nproc) cores"
+  fi
   echo "scenarios: $SCENARIOS"
 } > "$OUT/machine.txt"
 
@@ -104,37 +141,67 @@ while awk -v max="$MAX_LOAD" '{exit !($1 >= max)}' /proc/loadavg && [ "$waited" 
   sleep 10
   waited=$((waited + 10))
 done
-echo "load at start: $(cat /proc/loadavg) (waited ${waited}s)" | tee -a "$OUT/machine.txt" >&2
+echo "load at start: $(cat /proc/loadavg) (waited ${waited}s of up to ${WAIT_IDLE_SECS}s)" | tee -a "$OUT/machine.txt" >&2
 
-pid=""
+# The server under test: one process, or one per node (kind nodes-N); `urls` and
+# `pids` are comma lists in the same order, as coursecast-bench takes them.
+pids=() urls="" starts=0
+database() { # kind round -> the kind's PostgreSQL database of the round
+  echo "${PG_ADMIN%/*}/bench_${1/-/}_r${2}_$$"
+}
 start_server() { # kind round
-  local kind=$1 round=$2 port=${PORT[$1]} logf="$OUT/logs/$1-r$2.server.log"
+  local kind=$1 round=$2 logf="$OUT/logs/$1-r$2.server.log" port i
   mkdir -p "$OUT/logs"
+  pids=() urls="" starts=$((starts + 1))
   case $kind in
-    baseline) env PORT="$port" node "$root/bench/baseline-node/server.mjs" >>"$logf" 2>&1 & ;;
-    bare) env PORT="$port" "$BARE" >>"$logf" 2>&1 & ;;
-    sqlite) env PORT="$port" DATA_DIR="$WORK/sqlite-r$round" "$SERVER" >>"$logf" 2>&1 & ;;
-    postgres) env PORT="$port" DATA_DIR="$WORK/postgres-r$round" DATABASE_URL="${PG_ADMIN%/*}/bench_r${round}_$$" \
+    baseline) env PORT="${PORT[$kind]}" node "$root/bench/baseline-node/server.mjs" >>"$logf" 2>&1 & ;;
+    bare) env PORT="${PORT[$kind]}" "$BARE" >>"$logf" 2>&1 & ;;
+    sqlite) env PORT="${PORT[$kind]}" DATA_DIR="$WORK/sqlite-r$round" "$SERVER" >>"$logf" 2>&1 & ;;
+    postgres) env PORT="${PORT[$kind]}" DATA_DIR="$WORK/postgres-r$round" DATABASE_URL="$(database "$kind" "$round")" \
       "$SERVER" >>"$logf" 2>&1 & ;;
   esac
-  pid=$!
-  for _ in $(seq 1 150); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
-    sleep 0.2
+  case $kind in
+    nodes-*)
+      # A channel of its own per start: nothing from an earlier run, or from other
+      # users of this Redis, reaches these nodes.
+      for i in $(seq 1 "${kind#nodes-}"); do
+        port=$((NODES_PORT + i))
+        env PORT="$port" DATA_DIR="$WORK/$kind-r$round-$i" DATABASE_URL="$(database "$kind" "$round")" \
+          REDIS_URL="$NODES_REDIS_URL" REDIS_CHANNEL="coursecast-bench-$$-$starts" \
+          "$SERVER" >>"${logf%.server.log}-$i.server.log" 2>&1 &
+        pids+=($!)
+        urls+="${urls:+,}http://127.0.0.1:$port"
+      done
+      ;;
+    *)
+      pids=($!)
+      urls="http://127.0.0.1:${PORT[$kind]}"
+      ;;
+  esac
+  local url up
+  for url in ${urls//,/ }; do
+    up=""
+    for _ in $(seq 1 150); do
+      curl -sf "$url/healthz" >/dev/null && { up=1; break; }
+      sleep 0.2
+    done
+    [ -n "$up" ] || { echo "the $kind server at $url did not come up (logs: $OUT/logs/$kind-r$round*)" >&2; return 1; }
   done
-  echo "the $kind server did not come up (log: $logf)" >&2
-  return 1
 }
 
 stop_server() {
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 125); do
-    kill -0 "$pid" 2>/dev/null || { pid=""; return 0; }
-    sleep 0.2
+  local p
+  for p in "${pids[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
   done
-  kill -KILL "$pid" 2>/dev/null || true
-  pid=""
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 125); do
+      kill -0 "$p" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  pids=()
 }
 trap 'stop_server' EXIT
 
@@ -143,10 +210,12 @@ seed() { # kind round -> seed file path
   case $kind in
     baseline | bare) DATA_DIR="$WORK/$kind-seed" "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null ;;
     sqlite) DATA_DIR="$WORK/sqlite-r$round" "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null ;;
-    postgres)
-      psql "$PG_ADMIN" -qc "CREATE DATABASE bench_r${round}_$$" >/dev/null
-      DATA_DIR="$WORK/postgres-r$round" DATABASE_URL="${PG_ADMIN%/*}/bench_r${round}_$$" \
-        "$SERVER" seed --students "$STUDENTS" --out "$file" >/dev/null
+    postgres | nodes-*)
+      local students=$STUDENTS
+      [ "$kind" = postgres ] || students=$NODES_SUBS
+      psql "$PG_ADMIN" -qc "CREATE DATABASE $(basename "$(database "$kind" "$round")")" >/dev/null
+      DATA_DIR="$WORK/$kind-r$round" DATABASE_URL="$(database "$kind" "$round")" \
+        "$SERVER" seed --students "$students" --out "$file" >/dev/null
       ;;
   esac
   echo "$file"
@@ -165,9 +234,9 @@ print(summarize.steal_of([json.loads(l) for l in open(sys.argv[2]) if l.startswi
 scenario() { # kind round name args...
   local kind=$1 round=$2 name=$3
   shift 3
-  local port=${PORT[$kind]} dir="$OUT/r$round" plots="$OUT/svg/attempt" attempt steal least="" out
+  local dir="$OUT/r$round" plots="$OUT/svg/attempt" attempt steal least="" out p
   [[ " $SCENARIOS " == *" $name "* ]] || return 0
-  mkdir -p "$dir" "$OUT/svg/r$round"
+  mkdir -p "$dir" "$OUT/svg/r$round/$name"
   for attempt in $(seq 1 $((STEAL_RETRIES + 1))); do
     out="$dir/$kind-$name.a$attempt"
     if ! start_server "$kind" "$round"; then
@@ -178,18 +247,21 @@ scenario() { # kind round name args...
     # Four source addresses: one address's ephemeral ports run short past ~14,000
     # connections (Linux gives connect() the even half of 32768-60999), and each
     # further connect() then scans the port range in the kernel.
-    "$BENCH" --url "http://127.0.0.1:$port" --seed "$SEED" --server-pid "$pid" --label "$kind" \
+    "$BENCH" --url "$urls" --seed "$SEED" --server-pid "$(IFS=,; echo "${pids[*]}")" --label "$kind" \
       --svg-dir "$plots" --source-ips 4 "$@" >"$out.out" 2>"$out.err" ||
       echo "!! $kind $name failed (see $out.err)" >&2
-    kill -0 "$pid" 2>/dev/null || echo "!! the $kind server died during $name" | tee -a "$out.err" >&2
+    for p in "${pids[@]}"; do
+      kill -0 "$p" 2>/dev/null || echo "!! a $kind server process died during $name" | tee -a "$out.err" >&2
+    done
     grep '^{' "$out.out" | sed "s/^{/{\"round\":$round,\"run\":\"$name\",\"attempt\":$attempt,/" >>"$OUT/results.jsonl" || true
     stop_server
     sleep 2
     steal=$(max_steal "$out.out" || echo 0)
-    # The round's plots are the kept attempt's: the first with the least steal.
+    # The round's plots are the kept attempt's: the first with the least steal. One
+    # folder per scenario: two scenarios at the same rate write the same file names.
     if [ -z "$least" ] || awk -v s="$steal" -v l="$least" 'BEGIN {exit !(s < l)}'; then
       least=$steal
-      cp -r "$plots"/. "$OUT/svg/r$round/" 2>/dev/null || true
+      cp -r "$plots"/. "$OUT/svg/r$round/$name/" 2>/dev/null || true
     fi
     rm -rf "$plots"
     awk -v s="$steal" -v max="$STEAL_MAX" 'BEGIN {exit !(s > max)}' || return 0
@@ -219,8 +291,22 @@ for round in $(seq 1 "$ROUNDS"); do
       scenario "$kind" "$round" sse-50 sse --clients "$SSE_N" --rate 50 --duration "$SSE_SECS"
     fi
     if [ "$kind" = postgres ]; then
-      psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS bench_r${round}_$$ WITH (FORCE)" >/dev/null || true
+      psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $(basename "$(database "$kind" "$round")") WITH (FORCE)" >/dev/null || true
     fi
+  done
+  # The nodes group: the same fan-out on 1, 2, 3... nodes of one cluster, subscribers
+  # and senders spread over the nodes (coursecast-bench fanout says how).
+  for n in $NODES; do
+    kind=nodes-$n
+    log "round $round: seeding $kind"
+    SEED=$(seed "$kind" "$round")
+    scenario "$kind" "$round" fanout-nodes fanout --subscribers "$NODES_SUBS" --senders 10 --rate "$NODES_RATE" \
+      --duration "$NODES_SECS" --warmup 3 --drain 20 --cluster-traffic
+    scenario "$kind" "$round" fanout-nodes-relay fanout --subscribers "$NODES_SUBS" --senders 10 --rate "$NODES_RATE" \
+      --senders-on-first-node --duration "$NODES_SECS" --warmup 3 --drain 20 --cluster-traffic
+    scenario "$kind" "$round" fanout-nodes-courses fanout --subscribers "$NODES_SUBS" --courses 20 --senders 20 \
+      --placement by-course --rate "$NODES_COURSES_RATE" --duration "$NODES_SECS" --warmup 3 --drain 20 --cluster-traffic
+    psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $(basename "$(database "$kind" "$round")") WITH (FORCE)" >/dev/null || true
   done
 done
 echo "finished: $(date -u +%FT%TZ); load $(cat /proc/loadavg)" >>"$OUT/machine.txt"

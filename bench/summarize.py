@@ -8,6 +8,7 @@ Figures are medians over rounds; "spread" is the smallest and largest round.
 during the measurement ("-" for results from generators that did not record it).
 Where bench/run.sh ran a scenario again because of steal, only the attempt with the
 least steal (the first of equals) counts; the summary says how many were set aside.
+The nodes group (labels nodes-1, nodes-2, ...) gets a table of its own per scenario.
 """
 
 import json
@@ -20,6 +21,12 @@ SERVERS = ["baseline", "bare", "sqlite", "postgres"]
 # The floor the big-course targets are judged against (bench/bare-socketioxide).
 FLOOR = "bare"
 COURSECAST = ["sqlite", "postgres"]
+# The nodes group of bench/run.sh: coursecast as a cluster of N nodes (label nodes-N).
+NODES_RUNS = [
+    ("fanout-nodes", "Fan-out over 1, 2, 3 nodes: one course, subscribers and senders spread over the nodes"),
+    ("fanout-nodes-relay", "The same with every sender on node 1: the other nodes only relay"),
+    ("fanout-nodes-courses", "Fan-out over 1, 2, 3 nodes: 20 courses, each course's members on one node"),
+]
 
 
 def load(directory):
@@ -238,7 +245,66 @@ def main(directory):
     ]
     simple("sse", "Server-Sent Events: clients streaming one course, 2 msg/s posted (coursecast only)", sse_cols)
     simple("sse-50", "Server-Sent Events at 50 msg/s (target: p99 < 50 ms, nothing lost; coursecast only)", sse_cols)
+    for run, title in NODES_RUNS:
+        nodes_table(rows, run, title, out)
     print("\n".join(out))
+
+
+def node_count(label):
+    """nodes-3 -> 3; None for the single-server kinds."""
+    prefix, _, n = label.partition("-")
+    return int(n) if prefix == "nodes" and n.isdigit() else None
+
+
+def per_node(results, field):
+    """A Redis figure (bytes per delivery) for each node, median over rounds: "a / b / c"."""
+    counts = {len(x.get("nodes", [])) for x in results}
+    if len(counts) != 1:
+        return "-"
+    cells = []
+    for i in range(counts.pop()):
+        values = [(x["nodes"][i].get("cluster") or {}).get(field) for x in results]
+        cells.append(fmt(med(values), 2))
+    return " / ".join(cells) if cells else "-"
+
+
+def nodes_table(rows, run, title, out):
+    """1 vs 2 vs 3 nodes of one cluster: latency, loss, server CPU per delivery (all
+    nodes together) and each node's Redis bytes per delivery to its own subscribers."""
+    data = by(rows, run)
+    labels = sorted((label for label in data if node_count(label)), key=node_count)
+    lines = []
+    for label in labels:
+        rs = data[label]
+        res = [r["results"] for r in rs]
+        lines.append([
+            node_count(label),
+            cell([x["sendRate"] for x in res]),
+            cell([x["deliveredPerSec"] for x in res], 0),
+            cell([x["latency"]["p50Ms"] for x in res]),
+            cell([x["latency"]["p99Ms"] for x in res]),
+            cell([x["gaps"] for x in res], 0),
+            cell([x["missedLive"] for x in res], 0),
+            cell([x["lostAfterRepair"] for x in res], 0),
+            cell([x["cpu"]["serverPct"] for x in res], 0),
+            cell([x["cpu"]["generatorPct"] for x in res], 0),
+            cell([x.get("serverCpuUsPerDelivery") for x in res], 2),
+            per_node(res, "bytesInPerDelivery"),
+            per_node(res, "bytesOutPerDelivery"),
+            cell([r["loadAtStart"][0] for r in rs], 2),
+            cell([x["cpu"].get("stealPct") for x in res], 1),
+        ])
+    if not lines:
+        return
+    out.append(f"### {title}\n")
+    out.append("Nodes and generator share the machine's cores: compare CPU per delivery, not throughput. "
+               "Gaps: jumps in `seq` a subscriber saw live, each repaired with `join {since}`. "
+               "Redis bytes per delivery: each node's in (relayed from other nodes) and out (published), "
+               "over the copies its own subscribers were owed, node 1 first.\n")
+    out.append(table(["nodes", "msg/s", "delivered/s", "p50 ms", "p99 ms", "gaps", "missed live", "lost after repair",
+                      "server CPU %", "generator CPU %", "server CPU µs / delivery",
+                      "Redis in B / delivery, per node", "Redis out B / delivery, per node",
+                      "load at start", "steal %"], lines) + "\n")
 
 
 def big_course_targets(rows, servers, out):

@@ -66,18 +66,20 @@ def big_course(label, rate, p99, kib, failed=0):
                         "serverKiBPerConnection": kib, "cpu": {"serverPct": 90.0, "stealPct": 1.0}}}
 
 
-class Summary(unittest.TestCase):
-    def summary(self, rows):
-        with tempfile.TemporaryDirectory() as directory:
-            Path(directory, "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                summarize.main(directory)
-        return out.getvalue()
+def summary(rows):
+    """What bench/summarize.py prints for a run of these result lines."""
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            summarize.main(directory)
+    return out.getvalue()
 
+
+class Summary(unittest.TestCase):
     def test_big_course_targets_are_judged_against_the_bare_server(self):
-        text = self.summary([big_course("bare", 4000.0, 120.0, 30.0), big_course("sqlite", 3400.0, 200.0, 31.5),
-                             big_course("postgres", 3000.0, 200.0, 31.0), big_course("baseline", 1000.0, 900.0, 15.0)])
+        text = summary([big_course("bare", 4000.0, 120.0, 30.0), big_course("sqlite", 3400.0, 200.0, 31.5),
+                        big_course("postgres", 3000.0, 200.0, 31.0), big_course("baseline", 1000.0, 900.0, 15.0)])
         self.assertIn("### One big course", text)
         lines = {line.split(" | ")[0]: line for line in text.splitlines() if "| " in line and "/ bare" not in line}
         self.assertIn("| 0.85 | 200.0 | 1.50 | 0 | yes |", lines["| sqlite"])
@@ -89,17 +91,47 @@ class Summary(unittest.TestCase):
     def test_the_tables_use_kept_attempts_and_name_those_set_aside(self):
         rows = [polling("sqlite", 45.0, 900.0, 1), polling("sqlite", 2.0, 130.0, 2),
                 polling("baseline", 3.0, 2000.0, 1)]
-        with tempfile.TemporaryDirectory() as directory:
-            Path(directory, "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                summarize.main(directory)
-        text = out.getvalue()
+        text = summary(rows)
         self.assertIn("Set aside for steal (1 attempts", text)
         self.assertIn("sqlite polling round 1 attempt 1 (45.0 %)", text)
         sqlite_line = next(line for line in text.splitlines() if line.startswith("| sqlite |"))
         self.assertIn("| 130.0 |", sqlite_line)
         self.assertNotIn("900.0", text)
+
+
+def nodes_run(n, p99, us_per_delivery, bytes_in):
+    """A fanout-nodes line of n nodes; bytes_in: each node's Redis bytes in per delivery."""
+    nodes = [{"url": f"http://127.0.0.1:{3301 + i}", "subscribers": 2000 // n, "expectedDeliveries": 750000 // n,
+              "cpuPct": 40.0 / n, "cluster": {"bytesInPerDelivery": b, "bytesOutPerDelivery": 0.1}}
+             for i, b in enumerate(bytes_in)]
+    return {"round": 1, "run": "fanout-nodes", "label": f"nodes-{n}", "loadAtStart": [0.4, 0.5, 0.5],
+            "results": {"sendRate": 25.0, "deliveredPerSec": 50000.0, "gaps": 3 * (n - 1), "missedLive": 0,
+                        "lostAfterRepair": 0,
+                        "latency": {"p50Ms": p99 / 4, "p99Ms": p99},
+                        "cpu": {"serverPct": 40.0 + n, "generatorPct": 30.0, "stealPct": 0.2},
+                        "serverCpuUsPerDelivery": us_per_delivery, "nodes": nodes}}
+
+
+class NodesTable(unittest.TestCase):
+    def test_one_line_per_node_count_with_each_nodes_redis_bytes(self):
+        text = summary([nodes_run(3, 30.0, 9.5, [0.41, 0.4, 0.39]), nodes_run(1, 10.0, 7.25, [0.0]),
+                             nodes_run(2, 20.0, 8.0, [0.2, 0.2]), polling("sqlite", 1.0, 130.0)])
+        self.assertIn("### Fan-out over 1, 2, 3 nodes: one course", text)
+        self.assertNotIn("20 courses", text, "a scenario the run did not have gets no table")
+        section = text[text.index("### Fan-out over"):]
+        lines = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
+        self.assertEqual([line.split(" | ")[0] for line in lines], ["| 1", "| 2", "| 3"], "ordered by node count")
+        self.assertIn("| 7.25 | 0.00 | 0.10 |", lines[0])
+        self.assertIn("| 9.50 | 0.41 / 0.40 / 0.39 | 0.10 / 0.10 / 0.10 |", lines[2])
+        self.assertIn("| 30.0 | 6 | 0 | 0 |", lines[2], "p99, gaps, missed live, lost")
+        self.assertNotIn("nodes-", text[:text.index("### Fan-out over")], "the single-server tables leave nodes out")
+
+    def test_rounds_are_medians_per_node(self):
+        rows = [nodes_run(2, 20.0, 8.0, [0.2, 0.3]), nodes_run(2, 22.0, 9.0, [0.4, 0.5])]
+        rows[1]["round"] = 2
+        text = summary(rows)
+        line = next(line for line in text.splitlines() if line.startswith("| 2 |"))
+        self.assertIn("| 8.50 (8.00–9.00) | 0.30 / 0.40 |", line)
 
 
 if __name__ == "__main__":

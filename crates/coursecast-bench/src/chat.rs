@@ -1,7 +1,9 @@
 //! The engine of the `fanout` and `rooms` scenarios: joined subscribers split into
 //! groups, one task per group; senders among them send at a paced rate; every
 //! subscriber tracks its course's `seq`s, repairs gaps with `join {since}`, and
-//! records send->receive latency from the time embedded in each message.
+//! records send->receive latency from the time embedded in each message. Each
+//! subscriber connects to one of the server's nodes (one node unless the server is a
+//! cluster); what the nodes spent is measured over the sending.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,6 +20,7 @@ use tokio::sync::watch;
 use crate::{
     Env,
     conn::{Dialer, Joined},
+    nodes::{Meter, NodeReport},
     progress::{Counter, Max, Progress},
     seqtrack::{Live, SeqTracker},
     stats::{Latency, LatencySummary},
@@ -27,12 +30,14 @@ use crate::{
 /// Longest a write to one socket may block its group.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// One subscriber to connect: whose token, which course, whether it also sends.
+/// One subscriber to connect: whose token, which course, whether it also sends, and
+/// to which node (an index into `Env::nodes`).
 #[derive(Clone)]
 pub struct MemberSpec {
     pub token: String,
     pub course: usize,
     pub sender: bool,
+    pub node: usize,
 }
 
 pub struct ChatPlan {
@@ -41,6 +46,8 @@ pub struct ChatPlan {
     /// Messages per second, all senders together.
     pub rate: f64,
     pub traffic: Traffic,
+    /// Also measure each node's Redis traffic (its `/metrics` cluster counters).
+    pub cluster_traffic: bool,
 }
 
 /// How a chat scenario sends and waits; the flags `fanout` and `rooms` share.
@@ -113,6 +120,7 @@ struct Shared {
 struct Member {
     writer: Option<RawWriter>,
     course: usize,
+    node: usize,
     sender: bool,
     tracker: SeqTracker,
     next_ack: u64,
@@ -130,6 +138,8 @@ struct GroupOutcome {
     ack: Latency,
     ack_errors: BTreeMap<String, u64>,
     expected: u64,
+    /// `expected`, per node.
+    expected_by_node: BTreeMap<usize, u64>,
     live_delivered: u64,
     missed_live: u64,
     lost: u64,
@@ -332,6 +342,7 @@ impl Group {
             let t = &member.tracker;
             let expected = u64::try_from(head - t.base()).unwrap_or(0);
             self.out.expected += expected;
+            *self.out.expected_by_node.entry(member.node).or_default() += expected;
             self.out.lost += t.missing(head);
             self.out.missed_live += t.missed_live(head);
             self.out.live_delivered += t.live;
@@ -427,24 +438,30 @@ pub struct ChatOutcome {
     pub ack_latency: LatencySummary,
     pub settled: bool,
     pub cpu: crate::procfs::CpuUse,
+    /// Server CPU (every node's) over the sending, per copy the subscribers were owed.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Each node: its subscribers, CPU, memory and (when asked) Redis traffic.
+    pub nodes: Vec<NodeReport>,
     #[serde(skip)]
     pub histogram: Latency,
 }
 
 pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatOutcome> {
-    let dialer = Arc::new(Dialer::new(&env.url, env.timeout, env.source_ips));
+    let dialers: Arc<Vec<Dialer>> =
+        Arc::new(env.nodes.iter().map(|node| Dialer::new(&node.url, env.timeout, env.source_ips)).collect());
+    anyhow::ensure!(plan.members.iter().all(|m| m.node < dialers.len()), "a member's node is not among the URLs");
     let courses = Arc::new(plan.courses.clone());
     // Connect everyone first.
     let connected = Counter::default();
-    let progress = Progress::start(format!("{title} connect"), vec![("joined", connected.clone())], env.server_pid);
+    let progress = Progress::start(format!("{title} connect"), vec![("joined", connected.clone())], env.server_pids());
     let specs = plan.members.clone();
     let results: Vec<(usize, Result<Joined, String>)> = futures_util::stream::iter(specs.into_iter().enumerate())
         .map(|(i, spec)| {
-            let dialer = dialer.clone();
+            let dialers = dialers.clone();
             let courses = courses.clone();
             let connected = connected.clone();
             async move {
-                let r = dialer.connect_join(&spec.token, &courses[spec.course]).await;
+                let r = dialers[spec.node].connect_join(&spec.token, &courses[spec.course]).await;
                 if r.is_ok() {
                     connected.inc();
                 }
@@ -465,6 +482,10 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
     }
     let subscribers = joined.iter().flatten().count();
     anyhow::ensure!(subscribers > 0, "no subscriber could connect: {connect_failures:?}");
+    let mut subscribers_by_node = vec![0; env.nodes.len()];
+    for (spec, _) in plan.members.iter().zip(&joined).filter(|(_, j)| j.is_some()) {
+        subscribers_by_node[spec.node] += 1;
+    }
 
     let shared = Shared::default();
     let heads: Arc<Vec<Max>> = Arc::new(plan.courses.iter().map(|_| Max::default()).collect());
@@ -489,6 +510,7 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
             members.push(Member {
                 writer: Some(writer),
                 course: spec.course,
+                node: spec.node,
                 sender: spec.sender,
                 tracker: SeqTracker::new(j.cursor),
                 next_ack: 1,
@@ -528,16 +550,18 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
             ("repaired", shared.repaired.clone()),
             ("disc", shared.disconnects.clone()),
         ],
-        env.server_pid,
+        env.server_pids(),
     );
-    let cpu = crate::procfs::CpuMeter::start(env.server_pid);
+    let meter = Meter::start(env, plan.cluster_traffic).await?;
     let start = Instant::now();
     let start_us = wire::now_micros();
     warmup_until.set(i64::try_from(start_us + plan.traffic.warmup * 1_000_000)?);
     phase_tx.send_replace(Phase::Send { start });
     tokio::time::sleep(Duration::from_secs(plan.traffic.duration)).await;
-    let cpu_use = cpu.read();
+    // Sending stops before the nodes are read: a busy node may take a while to
+    // answer its /metrics, and nothing may be sent outside the window.
     phase_tx.send_replace(Phase::Quiet);
+    let window = meter.read(env).await?;
     let deadline = Instant::now() + Duration::from_secs(plan.traffic.drain);
     while shared.answered.get() < shared.sent.get() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -569,6 +593,9 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
             *total.ack_errors.entry(k).or_default() += v;
         }
         total.expected += g.expected;
+        for (node, n) in g.expected_by_node {
+            *total.expected_by_node.entry(node).or_default() += n;
+        }
         total.live_delivered += g.live_delivered;
         total.missed_live += g.missed_live;
         total.lost += g.lost;
@@ -581,6 +608,9 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
         total.beyond_head += g.beyond_head;
     }
     let secs = plan.traffic.duration as f64;
+    let deliveries_by_node: Vec<u64> =
+        (0..env.nodes.len()).map(|node| total.expected_by_node.get(&node).copied().unwrap_or(0)).collect();
+    let (server_cpu_us_per_delivery, nodes) = window.per_delivery(&subscribers_by_node, &deliveries_by_node);
     let ack_span = (shared.last_ack_us.get() as f64 - start_us as f64) / 1e6;
     let round = |v: f64| (v * 10.0).round() / 10.0;
     Ok(ChatOutcome {
@@ -611,7 +641,9 @@ pub async fn run(env: &Env, title: &str, plan: ChatPlan) -> anyhow::Result<ChatO
         live_latency: total.live.summary(),
         ack_latency: total.ack.summary(),
         settled,
-        cpu: cpu_use,
+        cpu: window.cpu,
+        server_cpu_us_per_delivery,
+        nodes,
         histogram: total.delivery,
     })
 }

@@ -45,7 +45,7 @@ pub struct ChurnOutcome {
 impl Churn {
     /// Connects `users` to `course` and starts them churning, each at a random phase.
     pub async fn start(env: &Env, users: &[SeedUser], course: &str, period: Duration) -> anyhow::Result<Self> {
-        let dialer = Arc::new(Dialer::new(&env.url, env.timeout, env.source_ips));
+        let dialer = Arc::new(Dialer::new(env.url(), env.timeout, env.source_ips));
         let opened: Vec<_> = futures_util::stream::iter(users.iter().cloned())
             .map(|user| {
                 let dialer = dialer.clone();

@@ -15,7 +15,7 @@ pub async fn create_courses(env: &Env, members: &[Vec<String>]) -> anyhow::Resul
     for (i, _) in members.iter().enumerate() {
         let response = env
             .http
-            .post(format!("{}/api/courses", env.url))
+            .post(format!("{}/api/courses", env.url()))
             .bearer_auth(professor)
             .json(&json!({"title": format!("bench course {i}")}))
             .send()
@@ -34,7 +34,7 @@ pub async fn create_courses(env: &Env, members: &[Vec<String>]) -> anyhow::Resul
         .map(|(course, user)| async move {
             let response = env
                 .http
-                .post(format!("{}/api/courses/{course}/members", env.url))
+                .post(format!("{}/api/courses/{course}/members", env.url()))
                 .bearer_auth(professor)
                 .json(&json!({"userId": user}))
                 .send()

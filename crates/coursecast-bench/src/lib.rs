@@ -14,6 +14,7 @@ pub mod eventstream;
 pub mod hold;
 pub mod http;
 pub mod keepalive;
+pub mod nodes;
 pub mod procfs;
 pub mod progress;
 pub mod scenarios;
@@ -33,15 +34,17 @@ use serde_json::{Map, Value, json};
 #[derive(Parser, Debug)]
 #[command(name = "coursecast-bench", about = "Load generator for coursecast and its Node baseline")]
 pub struct Cli {
-    /// Server base URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:3000")]
-    pub url: String,
+    /// Server base URL; several (repeated, or a comma list) are the nodes of one
+    /// cluster, which `fanout` spreads its subscribers over.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "http://127.0.0.1:3000")]
+    pub url: Vec<String>,
     /// The JSON written by `coursecast seed --students N --out FILE`.
     #[arg(long, global = true, default_value = "seed.json")]
     pub seed: PathBuf,
-    /// The server's pid: its CPU and resident memory are read from /proc.
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    /// The server's pid: its CPU and resident memory are read from /proc. With
+    /// several URLs, one pid per URL in the same order.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// A name for the server under test, copied into the report.
     #[arg(long, global = true, default_value = "server")]
     pub label: String,
@@ -78,6 +81,19 @@ pub enum Scenario {
     Sse(scenarios::sse::Args),
 }
 
+impl Scenario {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Connect(_) => "connect",
+            Scenario::Idle(_) => "idle",
+            Scenario::Fanout(_) => "fanout",
+            Scenario::Rooms(_) => "rooms",
+            Scenario::Polling(_) => "polling",
+            Scenario::Sse(_) => "sse",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Seed {
@@ -95,9 +111,9 @@ pub struct SeedUser {
 
 /// What every scenario gets.
 pub struct Env {
-    pub url: String,
+    /// The server under test: one node, or (fanout only) the nodes of a cluster.
+    pub nodes: Vec<nodes::Node>,
     pub seed: Seed,
-    pub server_pid: Option<u32>,
     pub label: String,
     pub timeout: Duration,
     pub source_ips: u8,
@@ -106,6 +122,26 @@ pub struct Env {
 }
 
 impl Env {
+    /// The server's URL (a cluster's first node).
+    pub fn url(&self) -> &str {
+        &self.nodes[0].url
+    }
+
+    /// The server's pid (a cluster's first node's).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.nodes[0].pid
+    }
+
+    /// Every node's URL, comma-separated as `--url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(|node| node.url.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Every node's pid, when given.
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(|node| node.pid).collect()
+    }
+
     /// The first `n` seeded students, or an error naming how many to seed.
     pub fn users(&self, n: usize) -> anyhow::Result<&[SeedUser]> {
         self.seed.users.get(..n).with_context(|| {
@@ -141,17 +177,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .pool_max_idle_per_host(usize::MAX)
         .tcp_nodelay(true)
         .build()?;
+    let nodes = nodes::pair(&cli.url, &cli.server_pid)?;
+    if nodes.len() > 1 && !matches!(cli.scenario, Scenario::Fanout(_)) {
+        return Err(nodes::NodesError::OneNodeOnly { scenario: cli.scenario.name() }.into());
+    }
     let env = Env {
-        url: cli.url.trim_end_matches('/').to_owned(),
+        nodes,
         seed,
-        server_pid: cli.server_pid,
         label: cli.label.clone(),
         timeout,
         source_ips: cli.source_ips,
         svg_dir: cli.svg_dir.clone(),
         http,
     };
-    eprintln!("coursecast-bench: {} at {} (fd limit {soft}/{hard})", env.label, env.url);
+    eprintln!("coursecast-bench: {} at {} (fd limit {soft}/{hard})", env.label, env.urls());
     match cli.scenario {
         Scenario::Connect(args) => scenarios::connect::run(&env, args).await,
         Scenario::Idle(args) => scenarios::idle::run(&env, args).await,
@@ -167,7 +206,7 @@ pub fn report(env: &Env, scenario: &str, params: Value, results: Value, load_at_
     let mut line = Map::new();
     line.insert("scenario".into(), json!(scenario));
     line.insert("label".into(), json!(env.label));
-    line.insert("url".into(), json!(env.url));
+    line.insert("url".into(), json!(env.urls()));
     line.insert("params".into(), params);
     line.insert("loadAtStart".into(), json!(load_at_start));
     line.insert("results".into(), results);

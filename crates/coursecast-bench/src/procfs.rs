@@ -63,19 +63,20 @@ fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
     Some((*ticks.get(7)?, ticks.iter().sum()))
 }
 
-/// CPU use of the generator and the server over a stretch of wall time.
+/// CPU use of the generator and the server (one process, or the nodes of a cluster)
+/// over a stretch of wall time.
 #[derive(Clone)]
 pub struct CpuMeter {
     started: Instant,
     own: Option<f64>,
-    server: Option<f64>,
-    server_pid: Option<u32>,
+    /// Each server process and its CPU seconds at the start.
+    servers: Vec<(u32, Option<f64>)>,
     machine: Option<(u64, u64)>,
 }
 
 /// What a [`CpuMeter`] measured: the generator's and the server's CPU in percent of
-/// one core (200 = both cores of this machine busy); steal in percent of the whole
-/// machine's CPU time.
+/// one core (200 = both cores of this machine busy; several server processes are
+/// added up); steal in percent of the whole machine's CPU time.
 #[derive(Debug, Clone, Copy, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CpuUse {
@@ -87,28 +88,47 @@ pub struct CpuUse {
 }
 
 impl CpuMeter {
-    pub fn start(server_pid: Option<u32>) -> Self {
+    pub fn start(server_pids: &[u32]) -> Self {
         Self {
             started: Instant::now(),
             own: cpu_seconds(None),
-            server: server_pid.and_then(|p| cpu_seconds(Some(p))),
-            server_pid,
+            servers: server_pids.iter().map(|&pid| (pid, cpu_seconds(Some(pid)))).collect(),
             machine: machine_ticks(),
         }
     }
 
     pub fn read(&self) -> CpuUse {
+        self.read_each().0
+    }
+
+    /// The same, and each server process's CPU in the order of [`CpuMeter::start`]'s pids.
+    pub fn read_each(&self) -> (CpuUse, Vec<Option<f64>>) {
         let wall = self.started.elapsed().as_secs_f64().max(1e-6);
         let pct = |before: Option<f64>, now: Option<f64>| match (before, now) {
             (Some(b), Some(n)) => Some(((n - b) / wall * 1000.0).round() / 10.0),
             _ => None,
         };
-        CpuUse {
+        let each: Vec<Option<f64>> =
+            self.servers.iter().map(|&(pid, before)| pct(before, cpu_seconds(Some(pid)))).collect();
+        // No server, or one that could not be read: no total rather than a part of one.
+        let server_pct = match each.iter().copied().collect::<Option<Vec<f64>>>() {
+            Some(all) if !all.is_empty() => Some((all.iter().sum::<f64>() * 10.0).round() / 10.0),
+            _ => None,
+        };
+        let cpu = CpuUse {
             generator_pct: pct(self.own, cpu_seconds(None)),
-            server_pct: pct(self.server, self.server_pid.and_then(|p| cpu_seconds(Some(p)))),
+            server_pct,
             steal_pct: steal_pct(self.machine, machine_ticks()),
-        }
+        };
+        (cpu, each)
     }
+}
+
+/// Server CPU µs per unit of work (a copy delivered, ...), from its CPU in percent of
+/// a core over `secs` of wall time; none without a figure or without work.
+pub fn cpu_us_per(cpu_pct: Option<f64>, secs: f64, count: u64) -> Option<f64> {
+    let us = cpu_pct? / 100.0 * secs * 1e6;
+    (count > 0).then(|| (us / count as f64 * 100.0).round() / 100.0)
 }
 
 /// Steal as a percent of all ticks between two `/proc/stat` readings.
@@ -139,6 +159,25 @@ mod tests {
         assert_eq!(steal_pct(before, parse_machine_ticks(&at(190, 930))), Some(17.0));
         assert_eq!(steal_pct(before, before), None, "no time passed");
         assert!(machine_ticks().is_some());
+    }
+
+    #[test]
+    fn cpu_per_unit_of_work() {
+        assert_eq!(cpu_us_per(Some(50.0), 2.0, 100_000), Some(10.0));
+        assert_eq!(cpu_us_per(Some(50.0), 2.0, 0), None);
+        assert_eq!(cpu_us_per(None, 2.0, 10), None);
+    }
+
+    #[test]
+    fn several_servers_add_up_and_an_unreadable_one_leaves_no_total() {
+        let me = std::process::id();
+        let (cpu, each) = CpuMeter::start(&[me, me]).read_each();
+        assert_eq!(each.len(), 2);
+        assert!(cpu.server_pct.is_some());
+        // Pids above the kernel's pid_max (2^22) never exist.
+        let (cpu, each) = CpuMeter::start(&[me, 1 << 23]).read_each();
+        assert_eq!((cpu.server_pct, each[1]), (None, None));
+        assert_eq!(CpuMeter::start(&[]).read().server_pct, None);
     }
 
     #[test]

@@ -51,17 +51,17 @@ impl Max {
 }
 
 /// Prints `[label scenario] t=..s name=value (+rate/s) ... cpu gen ..% srv ..%` every
-/// second until dropped.
+/// second until dropped (`srv`: the server's processes together, one per node).
 pub struct Progress {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Progress {
-    pub fn start(title: String, counters: Vec<(&'static str, Counter)>, server_pid: Option<u32>) -> Self {
+    pub fn start(title: String, counters: Vec<(&'static str, Counter)>, server_pids: Vec<u32>) -> Self {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let mut last: Vec<u64> = counters.iter().map(|(_, c)| c.get()).collect();
-            let mut cpu = procfs::CpuMeter::start(server_pid);
+            let mut cpu = procfs::CpuMeter::start(&server_pids);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             loop {
@@ -73,10 +73,11 @@ impl Progress {
                     *prev = now;
                 }
                 let use_ = cpu.read();
-                cpu = procfs::CpuMeter::start(server_pid);
+                cpu = procfs::CpuMeter::start(&server_pids);
                 let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}%"));
                 line.push_str(&format!("  cpu gen {} srv {}", pct(use_.generator_pct), pct(use_.server_pct)));
-                if let Some(rss) = server_pid.and_then(|pid| procfs::rss_kib(Some(pid))) {
+                let rss: Option<u64> = server_pids.iter().map(|&pid| procfs::rss_kib(Some(pid))).sum();
+                if let Some(rss) = rss.filter(|_| !server_pids.is_empty()) {
                     line.push_str(&format!(" srv-rss {}MiB", rss / 1024));
                 }
                 eprintln!("{line}");

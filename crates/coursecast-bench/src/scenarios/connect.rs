@@ -75,12 +75,12 @@ pub async fn open_many(
 ) -> anyhow::Result<Opened> {
     let n = course_of.len();
     let users = env.users(n)?.to_vec();
-    let dialer = Arc::new(Dialer::new(&env.url, env.timeout, env.source_ips));
+    let dialer = Arc::new(Dialer::new(env.url(), env.timeout, env.source_ips));
     let (joined_tx, mut joined_rx) = mpsc::unbounded_channel::<Result<Joined, String>>();
     let (ok, failed) = (Counter::default(), Counter::default());
     let progress =
-        Progress::start(title.to_owned(), vec![("joined", ok.clone()), ("failed", failed.clone())], env.server_pid);
-    let cpu = CpuMeter::start(env.server_pid);
+        Progress::start(title.to_owned(), vec![("joined", ok.clone()), ("failed", failed.clone())], env.server_pids());
+    let cpu = CpuMeter::start(&env.server_pids());
     let started = Instant::now();
     // Two tasks share the handshakes, so both generator threads work on them.
     let tasks = 2usize;
@@ -130,13 +130,13 @@ pub async fn open_many(
 
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let load = procfs::loadavg();
-    let rss_before = env.server_pid.and_then(|p| procfs::rss_kib(Some(p)));
+    let rss_before = env.server_pid().and_then(|p| procfs::rss_kib(Some(p)));
     let (courses, course_of) = layout(env, args.crowd.connections, args.crowd.course_size).await?;
     let course_count = courses.len();
     let opened = open_many(env, &format!("{} connect", env.label), courses, course_of, args.crowd.concurrency).await?;
     let succeeded = opened.latency.count();
     let rate = succeeded as f64 / opened.elapsed.as_secs_f64();
-    let rss_connected = env.server_pid.and_then(|p| procfs::rss_kib(Some(p)));
+    let rss_connected = env.server_pid().and_then(|p| procfs::rss_kib(Some(p)));
     eprintln!("holding {} connections for {} s", opened.holders.held, args.hold_secs);
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let dropped = opened.holders.counters.disconnects.get();

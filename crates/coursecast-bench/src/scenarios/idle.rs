@@ -18,7 +18,7 @@ pub struct Args {
 
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let load = procfs::loadavg();
-    let pid = env.server_pid.ok_or_else(|| anyhow::anyhow!("idle needs --server-pid to read the server's memory"))?;
+    let pid = env.server_pid().ok_or_else(|| anyhow::anyhow!("idle needs --server-pid to read the server's memory"))?;
     let (courses, course_of) = connect::layout(env, args.crowd.connections, args.crowd.course_size).await?;
     let course_count = courses.len();
     let own_before = procfs::rss_kib(None);

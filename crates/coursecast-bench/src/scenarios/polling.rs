@@ -211,7 +211,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::with_capacity(pollers.len());
     for user in pollers {
         tasks.push(tokio::spawn(poller(
-            KeepAlive::new(&env.url).await?,
+            KeepAlive::new(env.url()).await?,
             user.token.clone(),
             course.id.clone(),
             course.start,
@@ -230,7 +230,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             ("events", counters.events.clone()),
             ("errors", counters.errors.clone()),
         ],
-        env.server_pid,
+        env.server_pids(),
     );
     // Wait until (nearly) every client has a poll waiting.
     let waiting_at_start = wait_for_clients(&counters.in_flight, pollers.len()).await;
@@ -260,7 +260,7 @@ impl<'a> Course<'a> {
     pub async fn prepare(env: &'a Env, load: &Load, tag: &str) -> anyhow::Result<(Self, &'a [SeedUser])> {
         let users = env.users(load.clients + load.senders.max(1))?;
         let (clients, senders) = users.split_at(load.clients);
-        let poster = Poster { http: env.http.clone(), url: env.url.clone(), timeout: env.timeout };
+        let poster = Poster { http: env.http.clone(), url: env.url().to_owned(), timeout: env.timeout };
         let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros();
         let run_id = format!("{tag}{micros:x}");
         let id = env.seed.course_id.clone();
@@ -280,7 +280,7 @@ impl<'a> Course<'a> {
         phase: &watch::Sender<Phase>,
         tasks: Vec<tokio::task::JoinHandle<ClientOutcome>>,
     ) -> anyhow::Result<Measured> {
-        let (cpu, started) = (CpuMeter::start(env.server_pid), Instant::now());
+        let (cpu, started) = (CpuMeter::start(&env.server_pids()), Instant::now());
         let sending = self.send_at_rate(load, warmup_until).await?;
         let (cpu, sending_secs) = (cpu.read(), started.elapsed().as_secs_f64());
         let (final_head, deadline) = sending.settle(load.drain).await;
@@ -381,9 +381,8 @@ impl Measured {
         results.insert("cpu".into(), json!(self.cpu));
         // The transport's cost per copy, comparable across transports and rates: server
         // CPU over the sending, divided by the copies the clients were owed.
-        let cpu_us = self.cpu.server_pct.map(|pct| pct / 100.0 * self.sending_secs * 1e6);
-        let per_delivery = cpu_us.filter(|_| tally.expected > 0).map(|us| us / tally.expected as f64);
-        results.insert("serverCpuUsPerDelivery".into(), json!(per_delivery.map(|us| (us * 100.0).round() / 100.0)));
+        let per_delivery = procfs::cpu_us_per(self.cpu.server_pct, self.sending_secs, tally.expected);
+        results.insert("serverCpuUsPerDelivery".into(), json!(per_delivery));
         results
     }
 

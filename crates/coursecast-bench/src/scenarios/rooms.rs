@@ -44,9 +44,10 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             token: u.token.clone(),
             course: i / args.members,
             sender: i % args.members < args.senders_per_course,
+            node: 0,
         })
         .collect();
-    let plan = ChatPlan { courses, members, rate: args.rate, traffic: args.traffic.clone() };
+    let plan = ChatPlan { courses, members, rate: args.rate, traffic: args.traffic.clone(), cluster_traffic: false };
     let outcome = chat::run(env, &format!("{} rooms", env.label), plan).await?;
     env.write_svg("rooms", &outcome.histogram);
     let met = outcome.stored_per_sec >= args.target && outcome.lost_after_repair == 0 && outcome.ack_errors.is_empty();

@@ -141,7 +141,8 @@ async fn subscriber(
 pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
     let load = procfs::loadavg();
     let (course, clients) = Course::prepare(env, &args.load, "s").await?;
-    let host = env.url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{}: only http:// is spoken", env.url))?;
+    let host =
+        env.url().strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{}: only http:// is spoken", env.url()))?;
     let addr = tokio::net::lookup_host(host).await?.next().ok_or_else(|| anyhow::anyhow!("{host} does not resolve"))?;
     let path = format!("/api/realtime/stream?streams=messages:{}:{}", course.id, course.start);
     let target = Target { addr, host: host.to_owned(), path };
@@ -171,7 +172,7 @@ pub async fn run(env: &Env, args: Args) -> anyhow::Result<()> {
             ("reconnects", counters.reconnects.clone()),
             ("errors", counters.errors.clone()),
         ],
-        env.server_pid,
+        env.server_pids(),
     );
     let open_at_start = wait_for_clients(&counters.open, clients.len()).await;
     let measured = course.measure(env, &args.load, &warmup_until, &phase_tx, tasks).await?;
