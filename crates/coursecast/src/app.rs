@@ -68,13 +68,13 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     // Every transport of committed events: long polls, event streams, sockets, then
     // other nodes.
     let broadcaster = Arc::new(Broadcaster::new(io.clone(), realtime.presence.clone()));
-    let mut sinks: Vec<Arc<dyn Sink>> = vec![waiters.clone(), subscribers.clone(), broadcaster.clone()];
-    if let Some(cluster) = &cluster {
-        sinks.push(cluster.clone());
-    }
+    let sinks: Vec<Arc<dyn Sink>> = vec![waiters.clone(), subscribers.clone(), broadcaster.clone()];
     let holders: Vec<Arc<dyn Holder>> = vec![waiters.clone(), subscribers.clone(), broadcaster];
     interest.start_sweeping(holders);
-    let fanout = Fanout::new(store.clone(), sinks, stats.clone());
+    let mut fanout = Fanout::new(store.clone(), sinks, stats.clone());
+    if let Some(cluster) = &cluster {
+        fanout = fanout.with_relay(cluster.clone());
+    }
     if let (Some(cluster), Some(changes)) = (&cluster, changes) {
         let (fanout, realtime, store, subscribers) =
             (fanout.clone(), realtime.clone(), store.clone(), subscribers.clone());

@@ -56,7 +56,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     events::{
-        fanout::{Origin, Sink},
+        fanout::Sink,
         interest::{Change, Interest, Scope},
     },
     streams::{StoredEvent, StreamKey},
@@ -98,6 +98,12 @@ enum Message {
     /// A node stopping cleanly, on the base channel.
     #[serde(rename_all = "camelCase")]
     NodeLeft { node: Uuid },
+}
+
+/// Who sent a message (every message names its node).
+#[derive(Deserialize)]
+struct Sender {
+    node: Uuid,
 }
 
 /// Something another node asked this node to do, or news of the link to them.
@@ -387,16 +393,18 @@ impl Cluster {
             Ok(text) => text,
             Err(err) => return tracing::warn!(error = %err, "undecodable cluster message"),
         };
-        let bytes = text.len();
+        // Everything Redis sends counts, this node's own messages included: every
+        // subscriber of a channel gets them, the publisher too.
+        metrics::cluster_traffic("in", text.len());
+        // Only the sender is read first: this node's own come back on every channel
+        // it holds, and are dropped without decoding the rest.
+        match serde_json::from_str::<Sender>(&text) {
+            Ok(Sender { node }) if node == self.node => return,
+            Ok(_) => {}
+            Err(err) => return tracing::warn!(error = %err, "undecodable cluster message"),
+        }
         match serde_json::from_str::<Message>(&text) {
-            Ok(
-                Message::Event { node, .. }
-                | Message::DisconnectUser { node, .. }
-                | Message::Presence { node, .. }
-                | Message::NodeLeft { node },
-            ) if node == self.node => {}
             Ok(Message::Event { stream, seq, payload, watch_course, .. }) => {
-                metrics::cluster_traffic("in", bytes);
                 let (Ok(stream), Ok(payload)) = (stream.parse::<StreamKey>(), RawValue::from_string(payload)) else {
                     return tracing::warn!(stream, "undecodable cluster event");
                 };
@@ -411,18 +419,11 @@ impl Cluster {
                 let payload = Arc::from(payload);
                 handle(Remote::Deliver(StoredEvent { stream, seq, payload, watch_course })).await;
             }
-            Ok(Message::DisconnectUser { user, .. }) => {
-                metrics::cluster_traffic("in", bytes);
-                handle(Remote::DisconnectUser(user)).await
-            }
+            Ok(Message::DisconnectUser { user, .. }) => handle(Remote::DisconnectUser(user)).await,
             Ok(Message::Presence { node, namespace, course, change }) => {
-                metrics::cluster_traffic("in", bytes);
                 handle(Remote::Presence { node, namespace, course, change }).await
             }
-            Ok(Message::NodeLeft { node }) => {
-                metrics::cluster_traffic("in", bytes);
-                handle(Remote::NodeLeft(node)).await
-            }
+            Ok(Message::NodeLeft { node }) => handle(Remote::NodeLeft(node)).await,
             Err(err) => tracing::warn!(error = %err, "undecodable cluster message"),
         }
     }
@@ -434,13 +435,11 @@ async fn within(change: impl Future<Output = redis::RedisResult<()>>) -> anyhow:
     Ok(())
 }
 
-/// The relay to other nodes is a transport of the fan-out: it takes the events this
-/// node committed, and never passes on what another node relayed here.
+/// The relay to other nodes is a transport of the fan-out: it is handed the events
+/// this node commits (never those another node relayed here).
 impl Sink for Cluster {
-    fn deliver<'a>(&'a self, event: &'a StoredEvent, origin: Origin) -> BoxFuture<'a, ()> {
-        if origin == Origin::Local {
-            self.relay_event(event);
-        }
+    fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, ()> {
+        self.relay_event(event);
         Box::pin(std::future::ready(()))
     }
 }

@@ -11,5 +11,6 @@ pub mod commands;
 pub mod fanout;
 pub mod interest;
 pub mod publisher;
+pub mod sequencer;
 pub mod subscribers;
 pub mod waiters;

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use super::{
-    fanout::{Origin, Sink},
+    fanout::Sink,
     interest::{Holder, Scope},
 };
 use crate::{
@@ -238,7 +238,7 @@ impl Subscribers {
 /// Subscribers are a transport like any other: they take every event, from this node
 /// or relayed from another.
 impl Sink for Subscribers {
-    fn deliver<'a>(&'a self, event: &'a StoredEvent, _origin: Origin) -> BoxFuture<'a, ()> {
+    fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, ()> {
         self.notify(event);
         Box::pin(std::future::ready(()))
     }

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
 
 use super::{
-    fanout::{Origin, Sink},
+    fanout::Sink,
     interest::{Holder, Interest, Scope},
 };
 use crate::{
@@ -196,7 +196,7 @@ impl Waiters {
 /// Long polls are a transport like any other: they take every event, from this
 /// node or relayed from another.
 impl Sink for Waiters {
-    fn deliver<'a>(&'a self, event: &'a StoredEvent, _origin: Origin) -> BoxFuture<'a, ()> {
+    fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, ()> {
         self.notify(event);
         Box::pin(std::future::ready(()))
     }

@@ -10,7 +10,7 @@ use socketioxide::{BroadcastError, SocketIo};
 use super::{Namespace, Presence, rooms};
 use crate::{
     events::{
-        fanout::{Origin, Sink},
+        fanout::Sink,
         interest::{Holder, Scope},
     },
     streams::{Owner, StoredEvent},
@@ -73,7 +73,7 @@ impl Broadcaster {
 }
 
 impl Sink for Broadcaster {
-    fn deliver<'a>(&'a self, event: &'a StoredEvent, _origin: Origin) -> BoxFuture<'a, ()> {
+    fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, ()> {
         Box::pin(self.broadcast(event))
     }
 }

@@ -140,6 +140,18 @@ pub fn cluster_relay_dropped(reason: &'static str) {
     counter!("coursecast_cluster_relay_dropped_total", "reason" => reason).increment(1);
 }
 
+/// An event of another node that came after later ones had gone out here (the
+/// clients that needed it repaired the gap).
+pub fn late_event_dropped() {
+    counter!("coursecast_cluster_late_events_total").increment(1);
+}
+
+/// Events held for their turn let go with a gap: the events before them never came
+/// (a relay lost while Redis was away).
+pub fn gap_released() {
+    counter!("coursecast_cluster_gaps_released_total").increment(1);
+}
+
 /// A decision this node took on its own view because Redis did not answer in time.
 pub fn cluster_fallback(what: &'static str) {
     counter!("coursecast_cluster_fallbacks_total", "what" => what).increment(1);

@@ -17,6 +17,8 @@ pub enum Mode {
     Reset,
     /// Packets are held: nothing arrives, nothing fails.
     BlackHole,
+    /// Every chunk is passed on this long after it was read (a slow link).
+    Delay(std::time::Duration),
 }
 
 pub struct Proxy {
@@ -96,7 +98,12 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
             }
         };
         // Bytes read just as the hole opened are held with the rest.
-        if forwarding(&mut mode).await == Mode::Reset || to.write_all(&buf[..n]).await.is_err() {
+        match forwarding(&mut mode).await {
+            Mode::Reset => return,
+            Mode::Delay(delay) => tokio::time::sleep(delay).await,
+            Mode::Forward | Mode::BlackHole => {}
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
