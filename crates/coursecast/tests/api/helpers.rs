@@ -84,7 +84,7 @@ pub async fn test_settings() -> Settings {
     settings.socket_connects_per_sec_per_ip = 100_000;
     settings.socket_events_per_sec = 100_000;
     settings.socket_events_burst = 100_000;
-    settings.database_max_connections = 4;
+    settings.database_max_connections = 2;
     settings.jwt_secret = Some("integration-test-secret-0123456789abcdef".into());
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
         settings.database_url = Some(fresh_postgres_schema(&url).await);
