@@ -16,7 +16,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -196,12 +196,14 @@ impl Interest {
         if self.changes.is_none() {
             return;
         }
-        let holders: Arc<[Arc<dyn Holder>]> = holders.into();
+        // Held weakly: the waiters hold this interest, so a strong hold here would
+        // keep the sweep (and them) alive after the app is gone.
+        let holders: Arc<[Weak<dyn Holder>]> = holders.iter().map(Arc::downgrade).collect();
         periodic::every(SWEEP_EVERY, Arc::downgrade(self), move |interest| {
             let holders = holders.clone();
             async move {
                 let mut held = HashSet::new();
-                for holder in holders.iter() {
+                for holder in holders.iter().filter_map(Weak::upgrade) {
                     held.extend(holder.held().await);
                 }
                 interest.sweep(&held, Instant::now());
