@@ -5,6 +5,8 @@
 //! input into domain types first (`VALIDATION_FAILED`), then authorises, then
 //! publishes.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::publisher::Publisher;
@@ -247,11 +249,23 @@ pub fn bounded_json(value: &serde_json::Value, field: &str, max: usize) -> Resul
     if size > max { Err(AppError::validation(format!("{field} must be at most {max} bytes of JSON"))) } else { Ok(()) }
 }
 
-/// The answer to every stored event, on both doors: `{ok: true, event}`.
-pub fn event_reply(appended: &Appended) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
+/// The answer to every stored event, on both doors: `{ok: true, event}`, the event
+/// as stored (its bytes are copied, not decoded and encoded again).
+pub struct EventAnswer {
+    pub event: Arc<serde_json::value::RawValue>,
+}
+
+impl serde::Serialize for EventAnswer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("ok", &true)?;
+        map.serialize_entry("event", &*self.event)?;
+        map.end()
+    }
+}
+
+pub fn event_reply(appended: &Appended) -> Result<EventAnswer, AppError> {
     let event = appended.events.first().ok_or_else(|| AppError::internal(anyhow::anyhow!("append stored no event")))?;
-    let mut fields = serde_json::Map::new();
-    fields.insert("ok".into(), serde_json::Value::Bool(true));
-    fields.insert("event".into(), serde_json::to_value(&*event.payload).map_err(AppError::internal)?);
-    Ok(fields)
+    Ok(EventAnswer { event: event.payload.clone() })
 }

@@ -4,7 +4,7 @@
 
 use axum::{Json as AxumJson, Router, extract::State, http::StatusCode, routing::post};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::answers::AnalysisStarted;
@@ -15,7 +15,11 @@ use super::{
     refusals::{Conflict, NotFound},
 };
 use crate::{
-    access::require_course_reader, domain::parse_id, error::AppError, events::commands::event_reply, state::AppState,
+    access::require_course_reader,
+    domain::parse_id,
+    error::AppError,
+    events::commands::{EventAnswer, event_reply},
+    state::AppState,
     streams::ProgressEvent,
 };
 
@@ -62,7 +66,7 @@ async fn progress(
     ServiceCaller(service): ServiceCaller,
     Path(analysis_id): Path<Uuid>,
     Json(body): Json<ProgressBody>,
-) -> Result<AxumJson<Map<String, Value>>, AppError> {
+) -> Result<AxumJson<EventAnswer>, AppError> {
     let appended = state.commands.report_progress(analysis_id, body.progress, body.data).await?;
     tracing::info!(%analysis_id, progress = body.progress, service, "analysis progress");
     Ok(AxumJson(event_reply(&appended)?))

@@ -12,7 +12,7 @@ use axum::{
     routing::{MethodRouter, get, patch, post},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::answers::{FallbackStatus, Ping, Status, True, WebsocketAvailable, WebsocketStatus};
@@ -22,7 +22,7 @@ use super::{answers::EventReply, refusals::NotFound};
 use crate::{
     auth::Identity,
     error::AppError,
-    events::commands::{Membership, event_reply},
+    events::commands::{self, Membership, event_reply},
     realtime::Namespace,
     realtime::presence::OnlinePage,
     state::AppState,
@@ -183,7 +183,7 @@ struct AnnotateBody {
     client_msg_id: String,
 }
 
-type EventAnswer = AxumJson<Map<String, Value>>;
+type EventAnswer = AxumJson<commands::EventAnswer>;
 
 /// Sends a chat message, as the socket `send` (idempotent on `clientMsgId`).
 #[utoipa::path(post, path = "/api/realtime/messages/{course_id}", tag = "realtime", params(("course_id" = Uuid, Path)),

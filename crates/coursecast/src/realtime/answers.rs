@@ -14,7 +14,7 @@
 
 use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 use socketioxide::{
     SendError, SocketError,
     adapter::Adapter,
@@ -35,8 +35,8 @@ const COOL_DOWN: Duration = Duration::from_secs(2);
 /// Something the client is owed.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    /// The ack of the client's event `id`.
-    Ack { id: i64, body: Value },
+    /// The ack of the client's event `id`, serialized.
+    Ack { id: i64, body: Box<RawValue> },
     /// An `error` event (a failed event sent without an ack, or an unknown one).
     Error(Value),
 }
@@ -62,7 +62,7 @@ impl<A: Adapter> Replier<A> {
     }
 
     /// The ack if one was asked for; otherwise, for a refusal, an `error` event.
-    pub fn answer(&self, session: &Arc<Session>, body: Value, error: Option<Value>) {
+    pub fn answer(&self, session: &Arc<Session>, body: Box<RawValue>, error: Option<Value>) {
         match (self.ack_id, error) {
             (Some(id), _) => deliver(&self.socket, session, Answer::Ack { id, body }),
             (None, Some(error)) => deliver(&self.socket, session, Answer::Error(error)),

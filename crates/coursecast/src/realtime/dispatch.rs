@@ -9,8 +9,8 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
 
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde::{Serialize, Serializer, de::DeserializeOwned, ser::SerializeMap};
+use serde_json::{Map, Value, json, value::RawValue};
 use socketioxide::{
     SocketIo,
     adapter::LocalAdapter,
@@ -20,6 +20,7 @@ use socketioxide::{
 use super::{Namespace, Session, answers::Replier, gate::ClientId, rooms};
 use crate::{
     error::{AppError, without_input},
+    events::commands::EventAnswer,
     telemetry::metrics,
 };
 
@@ -33,15 +34,65 @@ pub struct Ctx {
     pub session: Arc<Session>,
 }
 
-/// The fields a handler adds to `{ok: true}`.
-pub type Reply = Map<String, Value>;
+/// The fields a handler adds to `{ok: true}`. Some come already serialized (events
+/// as stored, a room's first page of `online`, shared by every join into it): the
+/// answer copies those bytes instead of decoding and encoding them again.
+#[derive(Debug, Default)]
+pub struct Reply {
+    fields: Map<String, Value>,
+    raw: Vec<(&'static str, Arc<RawValue>)>,
+}
+
+impl Reply {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, key: &'static str, value: Value) {
+        self.fields.insert(key.into(), value);
+    }
+
+    pub fn insert_raw(&mut self, key: &'static str, value: Arc<RawValue>) {
+        self.raw.push((key, value));
+    }
+}
+
+impl From<EventAnswer> for Reply {
+    fn from(answer: EventAnswer) -> Self {
+        let mut reply = Self::new();
+        reply.insert_raw("event", answer.event);
+        reply
+    }
+}
+
+impl From<Map<String, Value>> for Reply {
+    fn from(fields: Map<String, Value>) -> Self {
+        Self { fields, raw: Vec::new() }
+    }
+}
+
+/// The ack of a handled event: `{ok: true, ...fields}`.
+impl Serialize for Reply {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1 + self.fields.len() + self.raw.len()))?;
+        map.serialize_entry("ok", &true)?;
+        for (key, value) in &self.fields {
+            map.serialize_entry(key, value)?;
+        }
+        for (key, value) in &self.raw {
+            map.serialize_entry(key, &**value)?;
+        }
+        map.end()
+    }
+}
 
 /// Registers `handler` for `event` on `socket`.
-pub fn on<T, F, Fut>(socket: &SocketRef, session: &Arc<Session>, event: &'static str, handler: F)
+pub fn on<T, R, F, Fut>(socket: &SocketRef, session: &Arc<Session>, event: &'static str, handler: F)
 where
     T: DeserializeOwned + Send + 'static,
+    R: Into<Reply>,
     F: Fn(Ctx, T) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Reply, AppError>> + Send + 'static,
+    Fut: Future<Output = Result<R, AppError>> + Send + 'static,
 {
     // The catalog is what the contract and docs/asyncapi.yaml promise; a handler
     // outside it would be an undocumented event.
@@ -59,7 +110,10 @@ where
             metrics::event_received(namespace, event);
             let outcome = match session.take_event() {
                 Ok(true) => match parse::<T>(data.unwrap_or(Value::Null)) {
-                    Ok(payload) => guarded(handler(Ctx { socket: socket.clone(), session: session.clone() }, payload)).await,
+                    Ok(payload) => {
+                        let handled = handler(Ctx { socket: socket.clone(), session: session.clone() }, payload);
+                        guarded(handled.map(|outcome| outcome.map(Into::into))).await
+                    }
                     Err(err) => Err(err),
                 },
                 Ok(false) => {
@@ -98,7 +152,7 @@ pub fn on_unknown(socket: &SocketRef, session: &Arc<Session>) {
                 let err = AppError::validation(format!("unknown event `{event}`"));
                 let body = json!(err.body());
                 if replier.wants_ack() {
-                    replier.answer(&session, json!({"ok": false, "error": body}), None);
+                    replier.answer(&session, encode(&json!({"ok": false, "error": body})), None);
                 }
                 replier.error_event(&session, body);
             }
@@ -136,18 +190,20 @@ fn parse<T: DeserializeOwned>(data: Value) -> Result<T, AppError> {
 }
 
 fn answer(replier: &Replier<LocalAdapter>, session: &Arc<Session>, outcome: Result<Reply, AppError>) {
-    match outcome {
-        Ok(fields) => {
-            let mut body = Map::with_capacity(fields.len() + 1);
-            body.insert("ok".into(), Value::Bool(true));
-            body.extend(fields);
-            replier.answer(session, Value::Object(body), None);
-        }
+    // Serialized once here, so an answer that has to wait is not encoded again per retry.
+    let encoded = outcome.and_then(|fields| serde_json::value::to_raw_value(&fields).map_err(AppError::internal));
+    match encoded {
+        Ok(body) => replier.answer(session, body, None),
         Err(err) => {
             let error = json!(err.body());
-            replier.answer(session, json!({"ok": false, "error": error}), Some(error));
+            replier.answer(session, encode(&json!({"ok": false, "error": error})), Some(error));
         }
     }
+}
+
+/// A JSON value as the bytes of an answer.
+fn encode(value: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| unreachable!("a JSON value always serializes"))
 }
 
 #[cfg(test)]
@@ -161,6 +217,16 @@ mod tests {
         let body = outcome.unwrap_err().body();
         assert_eq!(body.code, ErrorCode::Internal);
         assert!(body.error_id.is_some());
-        assert_eq!(guarded(async { Ok(Reply::new()) }).await.unwrap(), Reply::new());
+        let reply = guarded(async { Ok(Reply::new()) }).await.unwrap();
+        assert_eq!(serde_json::to_string(&reply).unwrap(), r#"{"ok":true}"#);
+    }
+
+    #[test]
+    fn an_ack_carries_serialized_fields_as_they_are() {
+        let mut reply = Reply::from(json!({"cursor": 7}).as_object().unwrap().clone());
+        reply.insert("courseId", json!("c"));
+        reply.insert_raw("online", Arc::from(RawValue::from_string(r#"["a","b"]"#.into()).unwrap()));
+        let body: Value = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
+        assert_eq!(body, json!({"ok": true, "cursor": 7, "courseId": "c", "online": ["a", "b"]}));
     }
 }

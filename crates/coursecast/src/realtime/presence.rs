@@ -23,6 +23,7 @@ use std::{
 };
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use uuid::Uuid;
 
@@ -58,6 +59,31 @@ impl PresenceLimits {
             cursor_every: Duration::from_millis(settings.cursor_interval_ms),
             room_relays_per_sec: settings.ephemeral_room_per_sec,
         }
+    }
+}
+
+/// Online users in a `join` ack: a bounded first page, whatever the room's size.
+pub const FIRST_PAGE: usize = 100;
+
+/// The `join` ack's view of a room: how many are online and the first page of them,
+/// serialized (`[userId, ...]`).
+pub struct FirstPage {
+    pub count: usize,
+    pub online: Arc<RawValue>,
+}
+
+/// A room's first page as last serialized, shared by every join until a user on it
+/// comes or goes: in a big room almost every join and leave falls past its end.
+struct CachedPage {
+    online: Arc<RawValue>,
+    /// The page's last user when it is full; `None`: it lists everybody online.
+    last: Option<Uuid>,
+}
+
+impl CachedPage {
+    /// Whether `user` coming or going changes the page.
+    fn covers(&self, user: Uuid) -> bool {
+        self.last.is_none_or(|last| user <= last)
     }
 }
 
@@ -156,6 +182,7 @@ struct Room {
     sockets: usize,
     /// Stored events broadcast to the room since it opened (the dashboard's traffic).
     events: u64,
+    first_page: Option<CachedPage>,
 }
 
 /// Users who came and went, net: one who came and went again is in neither.
@@ -215,6 +242,7 @@ impl Member {
 impl Room {
     /// Net changes as this node's sockets see them.
     fn appeared(&mut self, user: Uuid) {
+        self.first_page.take_if(|page| page.covers(user));
         if !self.went.remove(&user) {
             self.came.insert(user);
         }
@@ -222,6 +250,7 @@ impl Room {
 
     fn vanished(&mut self, user: Uuid) {
         self.users.remove(&user);
+        self.first_page.take_if(|page| page.covers(user));
         if !self.came.remove(&user) {
             self.went.insert(user);
         }
@@ -513,6 +542,21 @@ impl Presence {
         OnlinePage { count: room.users.len(), online, has_more: range.next().is_some() }
     }
 
+    /// The room's online count and first page, as the `join` ack shows them.
+    pub fn first_page(&self, namespace: Namespace, course: Uuid) -> FirstPage {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&(namespace, course)) else {
+            return FirstPage { count: 0, online: serialized(&[]) };
+        };
+        let count = room.users.len();
+        let page = room.first_page.get_or_insert_with(|| {
+            let online: Vec<Uuid> = room.users.keys().take(FIRST_PAGE).copied().collect();
+            let last = (online.len() == FIRST_PAGE).then(|| online[FIRST_PAGE - 1]);
+            CachedPage { online: serialized(&online), last }
+        });
+        FirstPage { count, online: page.online.clone() }
+    }
+
     /// Whether `user`'s ephemeral event may be relayed now: at most one per user per
     /// interval, and at most `EPHEMERAL_ROOM_PER_SECOND` per room, so a big room
     /// cannot be flooded. A refused event is simply not relayed.
@@ -548,6 +592,10 @@ impl Presence {
     pub fn rooms(&self) -> usize {
         self.lock().len()
     }
+}
+
+fn serialized(users: &[Uuid]) -> Arc<RawValue> {
+    Arc::from(serde_json::value::to_raw_value(users).unwrap_or_else(|_| unreachable!("user ids always serialize")))
 }
 
 #[cfg(test)]
@@ -652,6 +700,32 @@ mod tests {
         p.leave(Namespace::Chat, course, alice);
         p.take_diff(key);
         assert_eq!(p.rooms(), 0, "no socket here: the room is dropped");
+    }
+
+    #[tokio::test]
+    async fn the_first_page_follows_the_users_on_it_and_ignores_the_rest() {
+        let p = presence(10);
+        let course = Uuid::new_v4();
+        let first_page = |p: &Presence| {
+            let page = p.first_page(Namespace::Chat, course);
+            (page.count, serde_json::from_str::<Vec<Uuid>>(page.online.get()).unwrap())
+        };
+        assert_eq!(first_page(&p), (0, vec![]));
+        let mut users: Vec<Uuid> = (0..FIRST_PAGE + 50).map(|_| Uuid::new_v4()).collect();
+        users.sort_unstable();
+        for user in &users[1..] {
+            p.enter(Namespace::Chat, course, *user);
+        }
+        assert_eq!(first_page(&p), (FIRST_PAGE + 49, users[1..=FIRST_PAGE].to_vec()));
+        // Past the page's end: the same page, a new count.
+        p.leave(Namespace::Chat, course, users[FIRST_PAGE + 20]);
+        assert_eq!(first_page(&p), (FIRST_PAGE + 48, users[1..=FIRST_PAGE].to_vec()));
+        // On it: a user before its first, and one of its own leaving.
+        p.enter(Namespace::Chat, course, users[0]);
+        assert_eq!(first_page(&p), (FIRST_PAGE + 49, users[..FIRST_PAGE].to_vec()));
+        p.leave(Namespace::Chat, course, users[5]);
+        let expected: Vec<Uuid> = users[..=FIRST_PAGE].iter().copied().filter(|user| *user != users[5]).collect();
+        assert_eq!(first_page(&p), (FIRST_PAGE + 48, expected));
     }
 
     #[tokio::test]

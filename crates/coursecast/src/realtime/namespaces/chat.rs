@@ -10,7 +10,7 @@ use super::course_rooms::{self, JoinPayload, LeavePayload, PresencePayload};
 use crate::{
     domain::parse_id,
     error::AppError,
-    events::commands::event_reply,
+    events::commands::{EventAnswer, event_reply},
     realtime::{
         Namespace, Session,
         catalog::client,
@@ -73,7 +73,7 @@ struct TypingPayload {
     course_id: String,
 }
 
-async fn send(state: &AppState, ctx: Ctx, p: SendPayload) -> Result<Reply, AppError> {
+async fn send(state: &AppState, ctx: Ctx, p: SendPayload) -> Result<EventAnswer, AppError> {
     let course_id = parse_id(&p.course_id, "courseId")?;
     let me = &ctx.session.user;
     let membership = course_rooms::membership(&ctx, course_id);
@@ -84,7 +84,7 @@ async fn send(state: &AppState, ctx: Ctx, p: SendPayload) -> Result<Reply, AppEr
     event_reply(&appended)
 }
 
-async fn edit(state: &AppState, ctx: Ctx, p: EditPayload) -> Result<Reply, AppError> {
+async fn edit(state: &AppState, ctx: Ctx, p: EditPayload) -> Result<EventAnswer, AppError> {
     let course_id = parse_id(&p.course_id, "courseId")?;
     let membership = course_rooms::membership(&ctx, course_id);
     event_reply(
@@ -92,7 +92,7 @@ async fn edit(state: &AppState, ctx: Ctx, p: EditPayload) -> Result<Reply, AppEr
     )
 }
 
-async fn delete(state: &AppState, ctx: Ctx, p: DeletePayload) -> Result<Reply, AppError> {
+async fn delete(state: &AppState, ctx: Ctx, p: DeletePayload) -> Result<EventAnswer, AppError> {
     let course_id = parse_id(&p.course_id, "courseId")?;
     event_reply(&state.commands.delete_message(&ctx.session.user, course_id, &p.message_id).await?)
 }

@@ -11,7 +11,7 @@ use super::course_rooms::{self, JoinPayload, LeavePayload, PresencePayload};
 use crate::{
     domain::{DocumentId, parse_id},
     error::AppError,
-    events::commands::{bounded_json, event_reply},
+    events::commands::{EventAnswer, bounded_json, event_reply},
     realtime::{
         Namespace, Session,
         catalog::client,
@@ -62,7 +62,7 @@ async fn presence(state: &AppState, ctx: Ctx, payload: PresencePayload) -> Resul
     course_rooms::presence_page(state, &ctx, Namespace::Collaboration, payload, StreamKey::annotations).await
 }
 
-async fn annotate(state: &AppState, ctx: Ctx, p: AnnotatePayload) -> Result<Reply, AppError> {
+async fn annotate(state: &AppState, ctx: Ctx, p: AnnotatePayload) -> Result<EventAnswer, AppError> {
     let course_id = parse_id(&p.course_id, "courseId")?;
     let membership = course_rooms::membership(&ctx, course_id);
     let me = &ctx.session.user;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::reply;
+use super::{page_reply, reply};
 use crate::{
     domain::parse_id,
     error::AppError,
@@ -18,7 +18,7 @@ use crate::{
         presence_sync, rooms,
     },
     state::AppState,
-    streams::{self, StreamKey},
+    streams::{self, StreamKey, StreamPage},
 };
 
 #[derive(Deserialize)]
@@ -46,9 +46,6 @@ pub struct PresencePayload {
     limit: Option<i64>,
 }
 
-/// Online users in the join ack: a bounded first page, whatever the room's size.
-const FIRST_PAGE: usize = 100;
-
 /// `join {courseId, since?}`: enters the course room and answers with the missed
 /// events after `since` (none without `since`: the cursor is then the head).
 pub async fn join(
@@ -71,17 +68,14 @@ pub async fn join(
         presence_sync::sync_room(&state.realtime.presence, cluster, namespace, course_id).await;
     }
     let page = match since {
-        None => json!({"cursor": state.store.stream_head(stream).await?, "missed": [], "hasMore": false}),
-        Some(since) => {
-            let page = state.store.read_stream(stream, since, streams::page_limit(payload.limit)).await?;
-            json!({"cursor": page.cursor, "missed": page.events, "hasMore": page.has_more})
-        }
+        None => StreamPage { events: Vec::new(), cursor: state.store.stream_head(stream).await?, has_more: false },
+        Some(since) => state.store.read_stream(stream, since, streams::page_limit(payload.limit)).await?,
     };
-    let mut fields = reply(page);
-    let online = state.realtime.presence.page(namespace, course_id, None, FIRST_PAGE);
-    fields.insert("courseId".into(), json!(course_id));
-    fields.insert("online".into(), json!(online.online));
-    fields.insert("onlineCount".into(), json!(online.count));
+    let mut fields = page_reply(page, "missed")?;
+    let online = state.realtime.presence.first_page(namespace, course_id);
+    fields.insert("courseId", json!(course_id));
+    fields.insert_raw("online", online.online);
+    fields.insert("onlineCount", json!(online.count));
     Ok(fields)
 }
 
@@ -114,7 +108,7 @@ pub async fn presence_page(
     state.commands.authorize_read(&ctx.session.user, stream(course_id)).await?;
     let page = state.realtime.presence.page(namespace, course_id, after, streams::page_limit(payload.limit) as usize);
     let mut fields = reply(serde_json::to_value(&page).map_err(AppError::internal)?);
-    fields.insert("courseId".into(), json!(course_id));
+    fields.insert("courseId", json!(course_id));
     Ok(fields)
 }
 

@@ -44,7 +44,7 @@ use crate::{
     error::{AppError, ErrorCode},
     events::interest::Scope,
     state::AppState,
-    streams::Timestamp,
+    streams::{StreamPage, Timestamp},
     telemetry::metrics,
 };
 
@@ -219,9 +219,20 @@ async fn reauth(state: &AppState, ctx: Ctx, payload: ReauthPayload) -> Result<Re
 /// Turns a `json!({...})` object into ack fields.
 fn reply(value: Value) -> Reply {
     match value {
-        Value::Object(fields) => fields,
+        Value::Object(fields) => fields.into(),
         _ => Reply::new(),
     }
+}
+
+/// A page of a stream as ack fields (`cursor`, `hasMore`, and the events as stored
+/// under `events_key`).
+fn page_reply(page: StreamPage, events_key: &'static str) -> Result<Reply, AppError> {
+    let events = serde_json::value::to_raw_value(&page.events).map_err(AppError::internal)?;
+    let mut fields = Reply::new();
+    fields.insert("cursor", json!(page.cursor));
+    fields.insert("hasMore", json!(page.has_more));
+    fields.insert_raw(events_key, Arc::from(events));
+    Ok(fields)
 }
 
 /// `sync {since?, limit?}` on one of the caller's own streams.
@@ -232,5 +243,5 @@ async fn sync_reply(
 ) -> Result<Reply, AppError> {
     let since = crate::streams::since(payload.since)?;
     let page = state.store.read_stream(stream, since, crate::streams::page_limit(payload.limit)).await?;
-    Ok(reply(serde_json::to_value(&page).map_err(AppError::internal)?))
+    page_reply(page, "events")
 }

@@ -9,7 +9,7 @@ use socketioxide::extract::SocketRef;
 use super::sync_reply;
 use crate::{
     error::AppError,
-    events::commands::event_reply,
+    events::commands::{EventAnswer, event_reply},
     realtime::{
         Session,
         catalog::client,
@@ -41,6 +41,6 @@ async fn sync(state: &AppState, ctx: Ctx, payload: SyncPayload) -> Result<Reply,
     sync_reply(state, StreamKey::notifications(ctx.session.user.id), payload).await
 }
 
-async fn read(state: &AppState, ctx: Ctx, payload: ReadPayload) -> Result<Reply, AppError> {
+async fn read(state: &AppState, ctx: Ctx, payload: ReadPayload) -> Result<EventAnswer, AppError> {
     event_reply(&state.commands.read_notification(&ctx.session.user, &payload.notification_id).await?)
 }
