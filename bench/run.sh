@@ -25,7 +25,8 @@
 # the figure, not throughput.
 #
 # Before measuring it waits (up to WAIT_IDLE_SECS, default 600) for a 1-minute load
-# below MAX_LOAD (0.7) and records the load it started with.
+# below MAX_LOAD (0.7) and records the load it started with; before every step, for
+# the previous steps' closed connections to leave TIME_WAIT (up to 75 s).
 #
 # A shared host can take half the CPU from one step to the next (steal time), which no
 # waiting beforehand avoids: a scenario run in which any step saw more than STEAL_MAX
@@ -231,6 +232,27 @@ import summarize
 print(summarize.steal_of([json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]))' "$root/bench" "$1"
 }
 
+# Sockets in TIME_WAIT on this machine. The previous step's closed connections stay
+# there for 60 s, and while tens of thousands do, the generator's connect() scans
+# the kernel's port tables at length: a step started right after a big one measured
+# that, not the server (a 10,000-socket join measured 0.61x of bare socketioxide
+# right after the bare server's 13,000-socket step, against 0.71-0.75x in alternating
+# runs that waited for the table to drain).
+time_wait() {
+  ss -s | sed -n 's/.*timewait \([0-9]*\).*/\1/p'
+}
+
+# Waits (up to TIME_WAIT_SECS, default 75) for fewer than TIME_WAIT_MAX (1,000)
+# sockets in TIME_WAIT, so every step starts from the same kernel state.
+wait_time_wait() {
+  local waited=0
+  while [ "$(time_wait)" -ge "${TIME_WAIT_MAX:-1000}" ] && [ "$waited" -lt "${TIME_WAIT_SECS:-75}" ]; do
+    sleep 1
+    waited=$((waited + 1))
+  done
+  [ "$waited" = 0 ] || log "waited ${waited}s for TIME_WAIT sockets to drain ($(time_wait) left)"
+}
+
 scenario() { # kind round name args...
   local kind=$1 round=$2 name=$3
   shift 3
@@ -239,6 +261,7 @@ scenario() { # kind round name args...
   mkdir -p "$dir" "$OUT/svg/r$round/$name"
   for attempt in $(seq 1 $((STEAL_RETRIES + 1))); do
     out="$dir/$kind-$name.a$attempt"
+    wait_time_wait
     if ! start_server "$kind" "$round"; then
       stop_server
       return 0
