@@ -22,7 +22,7 @@ use super::{answers::EventReply, refusals::NotFound};
 use crate::{
     auth::Identity,
     error::AppError,
-    events::commands::{self, Membership, event_reply},
+    events::commands::{EventAnswer, Membership, event_reply},
     realtime::Namespace,
     realtime::presence::OnlinePage,
     state::AppState,
@@ -183,7 +183,7 @@ struct AnnotateBody {
     client_msg_id: String,
 }
 
-type EventAnswer = AxumJson<commands::EventAnswer>;
+type EventJson = AxumJson<EventAnswer>;
 
 /// Sends a chat message, as the socket `send` (idempotent on `clientMsgId`).
 #[utoipa::path(post, path = "/api/realtime/messages/{course_id}", tag = "realtime", params(("course_id" = Uuid, Path)),
@@ -194,7 +194,7 @@ async fn send_message(
     AuthUser(me): AuthUser,
     Path(course_id): Path<Uuid>,
     Json(body): Json<SendBody>,
-) -> Result<(StatusCode, EventAnswer), AppError> {
+) -> Result<(StatusCode, EventJson), AppError> {
     let appended = state
         .commands
         .send_message(
@@ -218,7 +218,7 @@ async fn edit_message(
     AuthUser(me): AuthUser,
     Path((course_id, message_id)): Path<(Uuid, String)>,
     Json(body): Json<EditBody>,
-) -> Result<EventAnswer, AppError> {
+) -> Result<EventJson, AppError> {
     let appended =
         state.commands.edit_message(&me, Membership::Unchecked, course_id, &message_id, &body.content).await?;
     Ok(AxumJson(event_reply(&appended)?))
@@ -232,7 +232,7 @@ async fn delete_message(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Path((course_id, message_id)): Path<(Uuid, String)>,
-) -> Result<EventAnswer, AppError> {
+) -> Result<EventJson, AppError> {
     Ok(AxumJson(event_reply(&state.commands.delete_message(&me, course_id, &message_id).await?)?))
 }
 
@@ -245,7 +245,7 @@ async fn annotate(
     AuthUser(me): AuthUser,
     Path(course_id): Path<Uuid>,
     Json(body): Json<AnnotateBody>,
-) -> Result<(StatusCode, EventAnswer), AppError> {
+) -> Result<(StatusCode, EventJson), AppError> {
     let appended = state
         .commands
         .annotate(&me, Membership::Unchecked, course_id, &body.document_id, body.annotation, &body.client_msg_id)
@@ -261,7 +261,7 @@ async fn read_notification(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     Path(notification_id): Path<String>,
-) -> Result<EventAnswer, AppError> {
+) -> Result<EventJson, AppError> {
     Ok(AxumJson(event_reply(&state.commands.read_notification(&me, &notification_id).await?)?))
 }
 
