@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod fanout;
+mod handoff;
 pub mod interest;
 pub mod publisher;
 pub mod sequencer;

@@ -6,7 +6,9 @@
 //! The two tasks overlap: a batch commits while the one before it is delivered, and
 //! batches are delivered in commit order.
 //!
-//! On SQLite the writer runs on a thread of its own (see `Publisher::start`).
+//! On SQLite the writer runs on a thread of its own (see `Publisher::start`); its
+//! batches reach the delivery task through `handoff`, which wakes that task in a
+//! worker's own queue rather than behind a big room's broadcast.
 
 use std::{
     sync::{
@@ -18,7 +20,7 @@ use std::{
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::fanout::Fanout;
+use super::{fanout::Fanout, handoff};
 use crate::{
     error::{AppError, is_database_outage},
     store::{BackendKind, Store},
@@ -102,7 +104,7 @@ impl Publisher {
     /// gain measured either).
     pub fn start(store: Store, fanout: Fanout) -> std::io::Result<Self> {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let (deliveries, committed) = mpsc::channel(DELIVERY_QUEUE);
+        let (deliveries, committed) = handoff::channel(DELIVERY_QUEUE)?;
         match store.kind() {
             BackendKind::Sqlite => {
                 let writer = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -150,7 +152,7 @@ impl Publisher {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<(Append, Reply)>, deliveries: mpsc::Sender<Committed>) {
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<(Append, Reply)>, deliveries: handoff::Sender<Committed>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (ops, replies): (Vec<Append>, Vec<Reply>) = jobs.drain(..).unzip();
@@ -192,7 +194,7 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<(Append, Reply)>, deliv
     tracing::debug!("publisher stopped");
 }
 
-async fn deliver_loop(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
+async fn deliver_loop(fanout: Fanout, mut committed: handoff::Receiver<Committed>) {
     while let Some(Committed { outcomes, at }) = committed.recv().await {
         for (outcome, reply) in outcomes {
             if let Ok(appended) = &outcome
