@@ -1,9 +1,10 @@
-//! A database that fails under load: cut by reset and by black hole for 10 s through
-//! a TCP proxy (PostgreSQL), while a socket sends steadily. Every answer comes within
-//! the storage deadline and is `ok` or `UNAVAILABLE`, never `INTERNAL` or silence;
-//! the server says so on `/readyz` within a second, keeps `/healthz` up, refuses new
-//! handshakes `SERVER_FULL` and polls `UNAVAILABLE`, recovers by itself, and after a
-//! client's retries every message is stored exactly once.
+//! A database that fails under load: cut by reset, by refusal (its port closed) and
+//! by black hole for 10 s through a TCP proxy (PostgreSQL), while a socket sends
+//! steadily. Every answer comes within the storage deadline and is `ok` or
+//! `UNAVAILABLE`, never `INTERNAL` or silence; the server says so on `/readyz` within
+//! a second, keeps `/healthz` up, refuses new handshakes `SERVER_FULL` and polls
+//! `UNAVAILABLE`, recovers by itself, and after a client's retries every message is
+//! stored exactly once.
 
 use std::{
     net::{SocketAddr, ToSocketAddrs},
@@ -31,6 +32,11 @@ const SEND_EVERY: Duration = Duration::from_millis(50);
 #[tokio::test]
 async fn a_reset_database_is_unavailable_not_internal_and_loses_nothing() {
     database_outage_under_load(Mode::Reset).await;
+}
+
+#[tokio::test]
+async fn a_refused_database_is_unavailable_not_internal_and_loses_nothing() {
+    database_outage_under_load(Mode::Refuse).await;
 }
 
 #[tokio::test]

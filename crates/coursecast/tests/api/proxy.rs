@@ -1,6 +1,7 @@
 //! A TCP proxy between the server and a real dependency, for fault tests: it
-//! forwards, resets every connection (and each new one), or black-holes them (holds
-//! every byte, answers nothing, until it forwards again, when the held bytes go on).
+//! forwards, resets every connection (and each new one), refuses connections (its
+//! port closed, as when the dependency is down), or black-holes them (holds every
+//! byte, answers nothing, until it forwards again, when the held bytes go on).
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,9 @@ pub enum Mode {
     Forward,
     /// Connections are closed with a RST, new ones at once.
     Reset,
+    /// Connections are closed with a RST and the port is closed: a new connection
+    /// is refused, as by a host whose service is down.
+    Refuse,
     /// Packets are held: nothing arrives, nothing fails.
     BlackHole,
     /// Every chunk is passed on this long after it was read (a slow link).
@@ -31,17 +35,41 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let mode = watch::Sender::new(Mode::Forward);
-        let modes = mode.subscribe();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, upstream, modes.clone()));
-            }
-        });
+        tokio::spawn(accept(listener, upstream, mode.subscribe()));
         Self { addr, mode }
     }
 
     pub fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
+    }
+}
+
+/// Accepts and relays connections; while refusing, the port is closed, and it is
+/// bound again (the same address) once the mode changes.
+async fn accept(mut listener: TcpListener, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
+    let addr = listener.local_addr().expect("proxy addr");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((client, _)) = accepted else { return };
+                tokio::spawn(relay(client, upstream, mode.clone()));
+            }
+            changed = mode.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *mode.borrow_and_update() != Mode::Refuse {
+                    continue;
+                }
+                drop(listener);
+                while *mode.borrow_and_update() == Mode::Refuse {
+                    if mode.changed().await.is_err() {
+                        return;
+                    }
+                }
+                listener = TcpListener::bind(addr).await.expect("bind the proxy's port again");
+            }
+        }
     }
 }
 
@@ -52,7 +80,7 @@ fn resettable(stream: &TcpStream) {
 
 async fn relay(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
     resettable(&client);
-    if forwarding(&mut mode).await == Mode::Reset {
+    if cuts(forwarding(&mut mode).await) {
         return;
     }
     let Ok(server) = TcpStream::connect(upstream).await else { return };
@@ -66,7 +94,12 @@ async fn relay(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receive
     }
 }
 
-/// Waits while black-holed; `Forward` or `Reset`.
+/// Whether the mode ends open connections.
+fn cuts(mode: Mode) -> bool {
+    matches!(mode, Mode::Reset | Mode::Refuse)
+}
+
+/// Waits while black-holed; then the mode that holds.
 async fn forwarding(mode: &mut watch::Receiver<Mode>) -> Mode {
     loop {
         let now = *mode.borrow_and_update();
@@ -82,7 +115,7 @@ async fn forwarding(mode: &mut watch::Receiver<Mode>) -> Mode {
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>) {
     let mut buf = vec![0; 16 * 1024];
     loop {
-        if forwarding(&mut mode).await == Mode::Reset {
+        if cuts(forwarding(&mut mode).await) {
             return;
         }
         let n = tokio::select! {
@@ -99,7 +132,7 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
         };
         // Bytes read just as the hole opened are held with the rest.
         match forwarding(&mut mode).await {
-            Mode::Reset => return,
+            Mode::Reset | Mode::Refuse => return,
             Mode::Delay(delay) => tokio::time::sleep(delay).await,
             Mode::Forward | Mode::BlackHole => {}
         }
