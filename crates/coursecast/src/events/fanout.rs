@@ -4,11 +4,11 @@
 //! more implementation, not an edit here. Each event is serialised once, when it is
 //! stored; sinks pass its stored JSON through as is.
 
-use std::{sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use futures_util::future::BoxFuture;
 
-use super::sequencer::Sequencer;
+use super::sequencer::{Release, Sequencer};
 use crate::{
     store::Store,
     streams::StoredEvent,
@@ -82,12 +82,19 @@ impl Fanout {
     }
 
     /// Hands an event to this node's clients' transports, in the order given.
-    pub(super) async fn deliver_here(&self, event: &StoredEvent) {
+    async fn deliver_here(&self, event: &StoredEvent) {
         // Recorded before the event goes out, so a head read afterwards never runs
         // ahead of what a room receives.
         self.store.delivered(event.stream, event.seq);
         for sink in self.sinks.iter() {
             sink.deliver(event).await;
         }
+    }
+}
+
+/// The sequencer lets events go to this node's clients.
+impl Release for Fanout {
+    fn release(&self, event: &StoredEvent) -> impl Future<Output = ()> + Send {
+        self.deliver_here(event)
     }
 }

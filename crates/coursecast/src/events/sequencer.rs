@@ -13,13 +13,13 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    future::Future,
     sync::Arc,
     time::Duration,
 };
 
 use tokio::sync::Mutex;
 
-use super::fanout::Fanout;
 use crate::{
     streams::{StoredEvent, StreamKey},
     telemetry::metrics,
@@ -41,6 +41,12 @@ struct Order {
     hold: u64,
 }
 
+/// Where the sequencer sends the events it lets go: this node's clients, through
+/// the fan-out's transports. The sequencer needs no more of the fan-out than this.
+pub trait Release: Clone + Send + Sync + 'static {
+    fn release(&self, event: &StoredEvent) -> impl Future<Output = ()> + Send;
+}
+
 /// One node's delivery order across its streams. Delivery runs under its lock, so
 /// the events of a stream leave in the order they were released.
 #[derive(Default)]
@@ -49,9 +55,8 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    /// Delivers `event` through `fanout` when its turn comes, with any held events
-    /// it lets go.
-    pub async fn deliver(self: &Arc<Self>, fanout: &Fanout, event: StoredEvent) {
+    /// Lets `event` go to `to` when its turn comes, with any held events it frees.
+    pub async fn deliver(self: &Arc<Self>, to: &impl Release, event: StoredEvent) {
         let mut streams = self.streams.lock().await;
         if streams.len() >= STREAMS_MAX && !streams.contains_key(&event.stream) {
             streams.retain(|_, order| !order.held.is_empty());
@@ -75,19 +80,19 @@ impl Sequencer {
             _ => {
                 if order.held.is_empty() {
                     order.hold += 1;
-                    tokio::spawn(self.clone().release_after_hold(fanout.clone(), stream, order.hold));
+                    tokio::spawn(self.clone().release_after_hold(to.clone(), stream, order.hold));
                 }
                 order.held.insert(event.seq, event);
                 return;
             }
         };
         for event in &ready {
-            fanout.deliver_here(event).await;
+            to.release(event).await;
         }
     }
 
     /// Lets go of what the stream still holds after `HOLD`, gaps and all.
-    async fn release_after_hold(self: Arc<Self>, fanout: Fanout, stream: StreamKey, hold: u64) {
+    async fn release_after_hold(self: Arc<Self>, to: impl Release, stream: StreamKey, hold: u64) {
         tokio::time::sleep(HOLD).await;
         let mut streams = self.streams.lock().await;
         let Some(order) = streams.get_mut(&stream).filter(|order| order.hold == hold) else { return };
@@ -97,7 +102,62 @@ impl Sequencer {
             metrics::gap_released();
         }
         for event in held.values() {
-            fanout.deliver_here(event).await;
+            to.release(event).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use serde_json::value::RawValue;
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// Records the `seq` of every event let go.
+    #[derive(Clone, Default)]
+    struct Released(Arc<StdMutex<Vec<i64>>>);
+
+    impl Release for Released {
+        fn release(&self, event: &StoredEvent) -> impl Future<Output = ()> + Send {
+            self.0.lock().expect("released").push(event.seq);
+            std::future::ready(())
+        }
+    }
+
+    impl Released {
+        fn taken(&self) -> Vec<i64> {
+            self.0.lock().expect("released").clone()
+        }
+    }
+
+    fn event(stream: StreamKey, seq: i64) -> StoredEvent {
+        let payload = RawValue::from_string("{}".into()).expect("raw");
+        StoredEvent { stream, seq, payload: Arc::from(payload), watch_course: None }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_leaves_in_seq_order_and_a_gap_goes_after_the_hold() {
+        let sequencer = Arc::new(Sequencer::default());
+        let released = Released::default();
+        let stream = StreamKey::messages(Uuid::now_v7());
+        sequencer.deliver(&released, event(stream, 1)).await;
+        sequencer.deliver(&released, event(stream, 3)).await;
+        assert_eq!(released.taken(), vec![1], "3 waits for 2");
+        sequencer.deliver(&released, event(stream, 2)).await;
+        assert_eq!(released.taken(), vec![1, 2, 3]);
+        sequencer.deliver(&released, event(stream, 2)).await;
+        assert_eq!(released.taken(), vec![1, 2, 3], "a late event is dropped");
+
+        sequencer.deliver(&released, event(stream, 6)).await;
+        tokio::time::sleep(HOLD / 2).await;
+        assert_eq!(released.taken(), vec![1, 2, 3], "6 waits for 4 and 5");
+        tokio::time::sleep(HOLD).await;
+        assert_eq!(released.taken(), vec![1, 2, 3, 6], "after the hold it goes with its gap");
+        sequencer.deliver(&released, event(stream, 5)).await;
+        sequencer.deliver(&released, event(stream, 7)).await;
+        assert_eq!(released.taken(), vec![1, 2, 3, 6, 7], "what the gap held back is dropped");
     }
 }
