@@ -6,9 +6,9 @@
 //! The two tasks overlap: a batch commits while the one before it is delivered, and
 //! batches are delivered in commit order.
 //!
-//! On SQLite the writer runs on a thread of its own (see `Publisher::start`); its
-//! batches reach the delivery task through `handoff`, which wakes that task in a
-//! worker's own queue rather than behind a big room's broadcast.
+//! On SQLite the writer runs on a thread of its own (see `Publisher::start`).
+//! Committed batches reach the delivery task through `handoff` on both backends: it
+//! wakes that task in a worker's own queue, not behind a big room's broadcast.
 
 use std::{
     sync::{

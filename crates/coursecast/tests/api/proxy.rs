@@ -132,9 +132,9 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
         };
         // Bytes read just as the hole opened are held with the rest.
         match forwarding(&mut mode).await {
-            Mode::Reset | Mode::Refuse => return,
+            now if cuts(now) => return,
             Mode::Delay(delay) => tokio::time::sleep(delay).await,
-            Mode::Forward | Mode::BlackHole => {}
+            _ => {}
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
