@@ -112,7 +112,8 @@ async function start(user: User): Promise<void> {
   });
   client.chat.on("presence", (p) => {
     if (p.courseId !== courseId) return;
-    // Big rooms send counts only; the list then stays the join's first page.
+    // Rooms of more than 200 send counts only, and their join lists nobody: this
+    // demo lists the users of small rooms.
     for (const id of p.online ?? []) online.add(id);
     for (const id of p.offline ?? []) online.delete(id);
     renderPresence();

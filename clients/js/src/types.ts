@@ -77,7 +77,8 @@ export interface CursorEvent {
 
 /**
  * Who is in a course room, from a `join` ack: the first page of online users (at most
- * 100) and how many there are (sockets only; empty while polling).
+ * 100; none in a room of more than the server's `PRESENCE_LIST_MAX`, 200, whose
+ * names `presence()` pages) and how many there are (sockets only; empty while polling).
  */
 export interface RosterEvent {
   courseId: string;
@@ -95,7 +96,7 @@ export interface JoinResult {
   courseId: string;
   /** The stream's cursor after the replay. */
   cursor: number;
-  /** The first page (at most 100) of users online in the room (sockets only; empty on SSE and polling). */
+  /** The first page (at most 100) of users online in the room (sockets only; empty on SSE and polling, and in a room of more than 200). */
   online: string[];
   /** How many users are online in the room (0 on SSE and polling). */
   onlineCount: number;

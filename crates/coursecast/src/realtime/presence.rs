@@ -18,7 +18,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     ops::Bound,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, LazyLock, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -66,7 +66,7 @@ impl PresenceLimits {
 pub const FIRST_PAGE: usize = 100;
 
 /// The `join` ack's view of a room: how many are online and the first page of them,
-/// serialized (`[userId, ...]`).
+/// serialized (`[userId, ...]`); the page is empty in a room above `list_max`.
 pub struct FirstPage {
     pub count: usize,
     pub online: Arc<RawValue>,
@@ -542,13 +542,21 @@ impl Presence {
         OnlinePage { count: room.users.len(), online, has_more: range.next().is_some() }
     }
 
-    /// The room's online count and first page, as the `join` ack shows them.
+    /// The room's online count and first page, as the `join` ack shows them. A room
+    /// above `list_max` shows its count only, as its diffs do: a client could not keep
+    /// a list current from counts, and in a lecture filling up a page of 100 ids
+    /// (4 KB) in every join ack was a tenth of the cost of joining. Whoever wants the
+    /// names pages them (`page`).
     pub fn first_page(&self, namespace: Namespace, course: Uuid) -> FirstPage {
+        static NOBODY: LazyLock<Arc<RawValue>> = LazyLock::new(|| serialized(&[]));
         let mut rooms = self.lock();
         let Some(room) = rooms.get_mut(&(namespace, course)) else {
-            return FirstPage { count: 0, online: serialized(&[]) };
+            return FirstPage { count: 0, online: NOBODY.clone() };
         };
         let count = room.users.len();
+        if count > self.limits.list_max {
+            return FirstPage { count, online: NOBODY.clone() };
+        }
         let page = room.first_page.get_or_insert_with(|| {
             let online: Vec<Uuid> = room.users.keys().take(FIRST_PAGE).copied().collect();
             let last = (online.len() == FIRST_PAGE).then(|| online[FIRST_PAGE - 1]);
@@ -704,7 +712,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_page_follows_the_users_on_it_and_ignores_the_rest() {
-        let p = presence(10);
+        let p = presence(FIRST_PAGE * 2);
         let course = Uuid::new_v4();
         let first_page = |p: &Presence| {
             let page = p.first_page(Namespace::Chat, course);
@@ -726,6 +734,26 @@ mod tests {
         p.leave(Namespace::Chat, course, users[5]);
         let expected: Vec<Uuid> = users[..=FIRST_PAGE].iter().copied().filter(|user| *user != users[5]).collect();
         assert_eq!(first_page(&p), (FIRST_PAGE + 48, expected));
+    }
+
+    #[tokio::test]
+    async fn a_room_above_the_list_threshold_shows_its_count_only() {
+        let p = presence(2);
+        let course = Uuid::new_v4();
+        let first_page = |p: &Presence| {
+            let page = p.first_page(Namespace::Chat, course);
+            (page.count, serde_json::from_str::<Vec<Uuid>>(page.online.get()).unwrap())
+        };
+        let mut users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        users.sort_unstable();
+        p.enter(Namespace::Chat, course, users[0]);
+        p.enter(Namespace::Chat, course, users[1]);
+        assert_eq!(first_page(&p), (2, users[..2].to_vec()));
+        p.enter(Namespace::Chat, course, users[2]);
+        assert_eq!(first_page(&p), (3, vec![]), "above the threshold: the count only");
+        assert_eq!(p.page(Namespace::Chat, course, None, 10).online, users, "the names are still paged");
+        p.leave(Namespace::Chat, course, users[0]);
+        assert_eq!(first_page(&p), (2, users[1..].to_vec()), "listed again at the threshold");
     }
 
     #[tokio::test]

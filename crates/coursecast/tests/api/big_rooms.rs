@@ -77,11 +77,17 @@ async fn a_room_above_the_threshold_gets_counts_only() {
     watcher.call("join", json!({"courseId": course})).await.unwrap();
     presence_until(&mut watcher, |d| d["count"] == 1).await;
     let mut sockets = Vec::new();
+    let mut acks = Vec::new();
     for student in [&ann, &ben] {
         let socket = app.socket("/chat", &student.token).await;
-        socket.call("join", json!({"courseId": course})).await.unwrap();
+        acks.push(socket.call("join", json!({"courseId": course})).await.unwrap());
         sockets.push(socket);
     }
+    // The join ack lists the room's users up to the threshold, as its diffs do.
+    let mut two = vec![professor.id, ann.id];
+    two.sort();
+    assert_eq!((acks[0]["online"].clone(), acks[0]["onlineCount"].clone()), (json!(two), json!(2)));
+    assert_eq!((acks[1]["online"].clone(), acks[1]["onlineCount"].clone()), (json!([]), json!(3)));
     let diff = presence_until(&mut watcher, |d| d["count"] == 3).await.pop().unwrap();
     assert_eq!(diff, json!({"courseId": course, "count": 3}));
 
