@@ -40,7 +40,10 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             let (interest, changes) = Interest::routed();
             (interest.clone(), Some((Cluster::connect(url, &settings.redis_channel, interest).await?, changes)))
         }
-        None => (Interest::single_node(), None),
+        None => {
+            store.trust_token_states_of_one_node().await;
+            (Interest::single_node(), None)
+        }
     };
     let (cluster, changes) = cluster.unzip();
     if let Some(cluster) = &cluster {

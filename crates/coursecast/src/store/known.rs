@@ -5,7 +5,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -20,8 +20,10 @@ use crate::{locks::lock, streams::StreamKey};
 /// are cleared when they grow past a bound rather than kept in order.
 ///
 /// Users' token state (role, revocation) does change, on logout and deletion: it is
-/// remembered for `AUTH_STATE_TTL` at most, forgotten at once on this node when it
-/// changes here, and when another node says so (`forget_user`).
+/// forgotten at once on this node when it changes here, and when another node says
+/// so (`forget_user`). With other nodes it is remembered for `AUTH_STATE_TTL` at
+/// most, in case their notice is lost; a single node makes every change itself, so
+/// it remembers the state until it changes (`trust_auth_until_changed`).
 #[derive(Default)]
 pub(super) struct Known {
     courses: Mutex<HashMap<Uuid, Course>>,
@@ -31,6 +33,8 @@ pub(super) struct Known {
     heads: Mutex<HashMap<StreamKey, i64>>,
     /// Bumped by every `forget_user`: a state read before it is not remembered after.
     auth_epoch: AtomicU64,
+    /// This node is the only one: token states need no expiry.
+    auth_exact: AtomicBool,
 }
 
 /// How long a user's token state is trusted without a query. Bounds how long a
@@ -38,7 +42,7 @@ pub(super) struct Known {
 const AUTH_STATE_TTL: Duration = Duration::from_secs(5);
 
 /// Entries each cache holds at most before it starts over.
-const KNOWN_MAX: usize = 100_000;
+pub(super) const KNOWN_MAX: usize = 100_000;
 
 impl Known {
     pub(super) fn course(&self, id: Uuid) -> Option<Course> {
@@ -54,8 +58,14 @@ impl Known {
     }
 
     pub(super) fn auth_state(&self, user: Uuid) -> Option<UserAuthState> {
+        let exact = self.auth_exact.load(Ordering::Relaxed);
         let auth = lock(&self.auth);
-        auth.get(&user).filter(|(_, at)| at.elapsed() < AUTH_STATE_TTL).map(|(state, _)| *state)
+        auth.get(&user).filter(|(_, at)| exact || at.elapsed() < AUTH_STATE_TTL).map(|(state, _)| *state)
+    }
+
+    /// From now on token states are kept until `forget_user`, not `AUTH_STATE_TTL`.
+    pub(super) fn trust_auth_until_changed(&self) {
+        self.auth_exact.store(true, Ordering::Relaxed);
     }
 
     pub(super) fn auth_epoch(&self) -> u64 {

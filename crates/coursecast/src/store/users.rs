@@ -9,7 +9,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Backend, Store, is_foreign_key_violation, is_unique_violation, parse_stored_id, with_db};
+use super::{
+    Backend, Store, is_foreign_key_violation, is_unique_violation, known::KNOWN_MAX, parse_stored_id, with_db,
+};
 use crate::{
     domain::{DisplayName, Email, Role},
     error::AppError,
@@ -44,6 +46,9 @@ pub struct UserAuthState {
 
 /// The most users one token-state query asks for.
 const AUTH_BATCH_MAX: usize = 256;
+
+/// A user's id, role and `tokens_valid_from`, with one of their courses (if any).
+type AuthRow = (String, String, i64, Option<String>);
 
 /// One batch's outcome reaches every asker in it, so its error is shared.
 type AuthOutcome = Result<Option<UserAuthState>, Arc<sqlx::Error>>;
@@ -226,7 +231,7 @@ impl Store {
         let epoch = self.known.auth_epoch();
         let started = std::time::Instant::now();
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let rows: Vec<(String, String, i64, Option<String>)> = self.bounded(async { match &*self.backend {
+        let rows: Vec<AuthRow> = self.bounded(async { match &*self.backend {
             // SQLite joins by nested loops only: it probes both indexes per id. The ids
             // go in as one JSON array, so every batch size runs the same prepared
             // statement; an `IN (?, ?, ...)` list was prepared anew per batch, some
@@ -260,7 +265,12 @@ impl Store {
             }
         }}).await?;
         crate::telemetry::metrics::db_query("user_auth_state", started.elapsed());
-        let mut states = HashMap::with_capacity(ids.len());
+        self.remember_auth_rows(rows, epoch)
+    }
+
+    /// Remembers token states and enrolments read when the epoch was `epoch`.
+    fn remember_auth_rows(&self, rows: Vec<AuthRow>, epoch: u64) -> Result<HashMap<Uuid, UserAuthState>, sqlx::Error> {
+        let mut states = HashMap::new();
         for (user, role, tokens_valid_from, course) in rows {
             let user = parse_stored_id(&user)?;
             states.insert(user, UserAuthState { role: stored_role(&role)?, tokens_valid_from });
@@ -272,6 +282,31 @@ impl Store {
             self.known.remember_auth_state(*user, *state, epoch);
         }
         Ok(states)
+    }
+
+    /// For a node that is the only one (no `REDIS_URL`): every change of a token
+    /// state then goes through this process, which forgets it at once, so states are
+    /// kept until they change rather than for `AUTH_STATE_TTL`; and the states and
+    /// enrolments of up to `KNOWN_MAX` users are read now, in one query, so the
+    /// reconnect storm after a restart (every client at once) asks the database
+    /// nothing per handshake or first `join`. A failed read only leaves them to be
+    /// read on demand, as before.
+    pub async fn trust_token_states_of_one_node(&self) {
+        self.known.trust_auth_until_changed();
+        let epoch = self.known.auth_epoch();
+        let started = std::time::Instant::now();
+        const SQL: &str = "SELECT u.id, u.role, u.tokens_valid_from, m.course_id
+                           FROM users u LEFT JOIN course_members m ON m.user_id = u.id LIMIT $1";
+        let limit = KNOWN_MAX as i64;
+        let rows = with_db!(self, read, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await);
+        crate::telemetry::metrics::db_query("token_states_preload", started.elapsed());
+        let loaded = rows
+            .map_err(AppError::from)
+            .and_then(|rows: Vec<AuthRow>| self.remember_auth_rows(rows, epoch).map_err(AppError::from));
+        match loaded {
+            Ok(states) => tracing::info!(users = states.len(), "token states loaded"),
+            Err(err) => tracing::warn!(error = %err, "token states not loaded; read on demand"),
+        }
     }
 
     /// Drops what this node remembers of a user's token state (it changed, here or

@@ -112,6 +112,55 @@ async fn logout_revokes_earlier_tokens_only() {
     assert_eq!(app.get("/api/auth/me", Some(fresh_token)).await.status, 200);
 }
 
+/// One node (no `REDIS_URL`) makes every change of a token state itself, so it keeps
+/// the states it read, and reads them all at start: the reconnect storm after a
+/// restart asks the database nothing per handshake. Logout and deletion still take
+/// effect at once.
+#[tokio::test]
+async fn a_restarted_node_knows_token_states_and_honours_logout_and_deletion_at_once() {
+    let app = TestApp::spawn().await;
+    let professor = app.professor().await;
+    let admin = app.admin().await;
+    let (ann, ben, cal) = (app.student("Ann").await, app.student("Ben").await, app.student("Cal").await);
+    let course = app.course_with(&professor, &[&ann]).await;
+    let app = app.restart().await;
+
+    // Revoke Ann's tokens behind the server's back (no API does this): the state it
+    // loaded at start answers, so the database was not asked.
+    let later = chrono::Utc::now().timestamp() + 3600;
+    execute_behind_its_back(&app, &format!("UPDATE users SET tokens_valid_from = {later} WHERE id = '{}'", ann.id))
+        .await;
+    let socket = app.socket("/chat", &ann.token).await;
+    let joined = socket.call("join", json!({"courseId": course})).await.unwrap();
+    assert_eq!(joined["ok"], true, "{joined}");
+
+    // Through the API: at once, on sockets and HTTP.
+    assert_eq!(app.post("/api/auth/logout", Some(&ben.token), json!({})).await.status, 200);
+    assert_eq!(app.refusal("/chat", Some(json!({"token": ben.token})), Default::default()).await, "TOKEN_INVALID");
+    app.get("/api/auth/me", Some(&ben.token)).await.assert_error(401, "TOKEN_INVALID");
+    assert_eq!(app.get("/api/auth/me", Some(&cal.token)).await.status, 200);
+    assert_eq!(app.delete(&format!("/api/users/{}", cal.id), Some(&admin.token)).await.body, json!({"ok": true}));
+    app.get("/api/auth/me", Some(&cal.token)).await.assert_error(401, "TOKEN_INVALID");
+}
+
+/// Runs `sql` on the app's database over a connection of its own.
+async fn execute_behind_its_back(app: &TestApp, sql: &str) {
+    use sqlx::{Connection, sqlite::SqliteConnectOptions};
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match app.state.settings.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
+            sqlx::query(sql).execute(&mut conn).await.expect("update");
+        }
+        Some(url) => panic!("no direct access to {url}"),
+        None => {
+            let options = SqliteConnectOptions::new().filename(app.state.settings.data_dir.join("coursecast.db"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("open SQLite");
+            sqlx::query(sql).execute(&mut conn).await.expect("update");
+        }
+    }
+}
+
 #[tokio::test]
 async fn admins_create_and_delete_users_of_any_role() {
     let app = TestApp::spawn().await;
