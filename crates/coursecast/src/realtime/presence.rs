@@ -710,14 +710,17 @@ mod tests {
         assert_eq!(p.rooms(), 0, "no socket here: the room is dropped");
     }
 
+    /// A `/chat` room's count and first page, as the `join` ack shows them.
+    fn first_page_of(p: &Presence, course: Uuid) -> (usize, Vec<Uuid>) {
+        let page = p.first_page(Namespace::Chat, course);
+        (page.count, serde_json::from_str(page.online.get()).unwrap())
+    }
+
     #[tokio::test]
     async fn the_first_page_follows_the_users_on_it_and_ignores_the_rest() {
         let p = presence(FIRST_PAGE * 2);
         let course = Uuid::new_v4();
-        let first_page = |p: &Presence| {
-            let page = p.first_page(Namespace::Chat, course);
-            (page.count, serde_json::from_str::<Vec<Uuid>>(page.online.get()).unwrap())
-        };
+        let first_page = |p: &Presence| first_page_of(p, course);
         assert_eq!(first_page(&p), (0, vec![]));
         let mut users: Vec<Uuid> = (0..FIRST_PAGE + 50).map(|_| Uuid::new_v4()).collect();
         users.sort_unstable();
@@ -740,10 +743,7 @@ mod tests {
     async fn a_room_above_the_list_threshold_shows_its_count_only() {
         let p = presence(2);
         let course = Uuid::new_v4();
-        let first_page = |p: &Presence| {
-            let page = p.first_page(Namespace::Chat, course);
-            (page.count, serde_json::from_str::<Vec<Uuid>>(page.online.get()).unwrap())
-        };
+        let first_page = |p: &Presence| first_page_of(p, course);
         let mut users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
         users.sort_unstable();
         p.enter(Namespace::Chat, course, users[0]);

@@ -300,9 +300,7 @@ impl Store {
         let limit = KNOWN_MAX as i64;
         let rows = with_db!(self, read, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await);
         crate::telemetry::metrics::db_query("token_states_preload", started.elapsed());
-        let loaded = rows
-            .map_err(AppError::from)
-            .and_then(|rows: Vec<AuthRow>| self.remember_auth_rows(rows, epoch).map_err(AppError::from));
+        let loaded = rows.and_then(|rows: Vec<AuthRow>| self.remember_auth_rows(rows, epoch));
         match loaded {
             Ok(states) => tracing::info!(users = states.len(), "token states loaded"),
             Err(err) => tracing::warn!(error = %err, "token states not loaded; read on demand"),
